@@ -71,11 +71,17 @@ class ProviderAdapter(ABC):
     def parse_error(self, status: int, body: bytes, headers: Mapping[str, str]) -> ProviderError:
         """Classify an error response (status >= 400) into a ProviderError."""
 
-    def embeddings_request(self, inputs: list[str], model: str, *, dimensions: int | None = None) -> HttpRequest:
-        raise UnsupportedFeature(f"{self.settings.name} does not offer embeddings", provider=self.settings.name)
+    def embeddings_request(
+        self, inputs: list[str], model: str, *, dimensions: int | None = None
+    ) -> HttpRequest:
+        raise UnsupportedFeature(
+            f"{self.settings.name} does not offer embeddings", provider=self.settings.name
+        )
 
     def parse_embeddings(self, body: Any, model: str) -> dict[str, Any]:
-        raise UnsupportedFeature(f"{self.settings.name} does not offer embeddings", provider=self.settings.name)
+        raise UnsupportedFeature(
+            f"{self.settings.name} does not offer embeddings", provider=self.settings.name
+        )
 
     def local_stream(self, chat: Mapping[str, Any], model: str) -> Iterator[dict[str, Any]]:
         """Answer without HTTP; only adapters with is_local = True implement it."""

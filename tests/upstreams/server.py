@@ -14,10 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
 
 Handler = Callable[[Request], Response]
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, *args: object, **kwargs: object) -> None:  # keep test output readable
+        pass
 
 
 @dataclass
@@ -65,7 +70,14 @@ class Upstream:
         return self.handler(request)(environ, start_response)
 
     def start(self) -> Upstream:
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, ssl_context=self._ssl_context)
+        self._server = make_server(
+            "127.0.0.1",
+            0,
+            self._wsgi,
+            threaded=True,
+            ssl_context=self._ssl_context,
+            request_handler=_QuietHandler,
+        )
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()
