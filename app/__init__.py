@@ -1,0 +1,90 @@
+"""The application factory: config, extensions, request hooks, blueprints, error handlers."""
+
+from __future__ import annotations
+
+import logging
+
+from flask_openapi3 import Info, OpenAPI
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.config import Config, load_config
+from app.error_handlers import raise_validation_failed, register_error_handlers
+from app.extensions import cors, db, jwt, limiter, migrate
+from app.json_provider import OrjsonProvider
+from app.logging_setup import configure_logging
+from app.version import __version__
+
+
+def create_app(config: str | Config | None = None) -> OpenAPI:
+    settings = config if isinstance(config, Config) else load_config(config)
+    configure_logging(settings.LOG_LEVEL)
+    for warning in settings.STARTUP_WARNINGS:
+        logging.getLogger("app").warning(warning)
+
+    from app.routes.docs import SECURITY_SCHEMES
+
+    app = OpenAPI(
+        __name__,
+        info=Info(title="Multi-LLM API", version=__version__),
+        security_schemes=SECURITY_SCHEMES,
+        validation_error_status=400,
+        validation_error_callback=raise_validation_failed,
+        doc_prefix="/docs",
+        doc_url="/openapi.json",
+        static_folder=None,
+    )
+    app.config.from_object(settings)
+    app.json = OrjsonProvider(app)
+    if settings.TRUSTED_PROXIES:
+        # Behind N proxies, X-Forwarded-For names the client (rate limits are per client address).
+        app.wsgi_app = ProxyFix(
+            app.wsgi_app, x_for=settings.TRUSTED_PROXIES, x_proto=settings.TRUSTED_PROXIES
+        )
+
+    _bind_extensions(app, settings)
+    _register_blueprints(app)
+    register_error_handlers(app)
+    return app
+
+
+def _bind_extensions(app: OpenAPI, settings: Config) -> None:
+    from app import models  # noqa: F401  (registers the tables)
+    from app.middleware.auth_middleware import load_identity
+    from app.middleware.request_context import check_json_body, start_request, tag_response
+    from app.services.revocation import DatabaseRevocations, RedisRevocations
+    from app.utils.redis_client import redis_from_url
+
+    db.init_app(app)
+    migrate.init_app(app, db)
+    jwt.init_app(app)
+    cors.init_app(
+        app,
+        resources={r"/api/*": {}, r"/v1/*": {}},
+        origins=settings.CORS_ORIGINS,
+        expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
+    )
+    # Order matters: the request id and the caller's identity are known before the limiter keys on them.
+    app.before_request(start_request)
+    app.before_request(check_json_body)
+    app.before_request(load_identity)
+    limiter.init_app(app)
+    app.after_request(tag_response)
+
+    redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
+    app.extensions["redis"] = redis_client
+    app.extensions["revocations"] = (
+        RedisRevocations(redis_client, settings.JWT_REFRESH_TOKEN_EXPIRES)
+        if redis_client
+        else DatabaseRevocations()
+    )
+
+
+def _register_blueprints(app: OpenAPI) -> None:
+    from app.routes import api, auth
+
+    app.register_api(auth.bp)
+    app.register_api(api.bp)
+
+    @app.get("/openapi.json", doc_ui=False)
+    def openapi_document():
+        return app.api_doc

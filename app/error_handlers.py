@@ -1,0 +1,140 @@
+"""Render every error, ours and Flask's, in one of two shapes: /api's and OpenAI's on /v1."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from flask import Flask, Response, jsonify, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from app.errors import ApiError, ProviderError, RateLimited, ValidationFailed
+
+logger = logging.getLogger(__name__)
+
+HTTP_CODES = {
+    400: ("bad_request", "The request is not valid."),
+    401: ("unauthorized", "Authentication is required."),
+    403: ("forbidden", "You are not allowed to do this."),
+    404: ("not_found", "The requested URL was not found."),
+    405: ("method_not_allowed", "The method is not allowed for this URL."),
+    409: ("conflict", "The request conflicts with the current state."),
+    413: ("payload_too_large", "The request body is larger than the server accepts."),
+    415: (
+        "unsupported_media_type",
+        "The request body must be JSON, sent with Content-Type: application/json.",
+    ),
+    422: ("unprocessable_entity", "The request could not be processed."),
+    429: ("rate_limited", "Too many requests; retry later."),
+    500: ("internal_error", "The server failed to handle the request."),
+}
+
+# OpenAI's error `type` for each status we answer on /v1.
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+    415: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def is_openai_surface() -> bool:
+    return request.path.startswith("/v1/") or request.path == "/v1"
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: dict[str, Any] | None = None,
+    *,
+    openai_type: str | None = None,
+    param: str | None = None,
+) -> Response:
+    if is_openai_surface():
+        body = {
+            "error": {
+                "message": message,
+                "type": openai_type or OPENAI_TYPES.get(status, "api_error"),
+                "param": param,
+                "code": code,
+            }
+        }
+    else:
+        body = {"error": {"code": code, "message": message}}
+        if details:
+            body["error"]["details"] = details
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def handle_api_error(error: ApiError) -> Response:
+    if error.status >= 500:
+        logger.warning("request failed: %s", error.code, extra={"error_code": error.code})
+    openai_type = getattr(error, "openai_type", None)
+    param = (error.details or {}).get("param") if error.details else None
+    response = error_response(
+        error.status, error.code, error.message, error.details, openai_type=openai_type, param=param
+    )
+    retry_after = getattr(error, "retry_after", None)
+    if isinstance(error, RateLimited | ProviderError) and retry_after:
+        response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    return response
+
+
+def validation_failed(error: ValidationError) -> ValidationFailed:
+    """Turn pydantic's errors into {"fields": {"a.b": [messages]}}; errors at the root belong to "body"."""
+    fields: dict[str, list[str]] = {}
+    for item in error.errors(include_url=False, include_input=False):
+        name = ".".join(str(part) for part in item["loc"]) or "body"
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] in {"model_type", "model_attributes_type", "dict_type"} and name == "body":
+            message = "The request body must be a JSON object."
+        elif item["type"] == "extra_forbidden":
+            message = "Unknown field."
+        fields.setdefault(name, []).append(message)
+    first = next(iter(fields))
+    return ValidationFailed(f"Invalid request: {first}: {fields[first][0]}", details={"fields": fields})
+
+
+def raise_validation_failed(error: ValidationError) -> None:
+    """flask-openapi3's validation_error_callback: raise, so our handlers render it."""
+    raise validation_failed(error)
+
+
+def handle_validation_error(error: ValidationError) -> Response:
+    return handle_api_error(validation_failed(error))
+
+
+def handle_http_exception(error: HTTPException) -> Response:
+    status = error.code or 500
+    code, default_message = HTTP_CODES.get(status, ("http_error", "The request failed."))
+    message = default_message
+    if status == 429 and error.description:
+        message = f"Rate limit exceeded: {error.description}."
+    response = error_response(status, code, message)
+    # Keep the headers Werkzeug computed (Allow on 405, Retry-After on 429).
+    for name, value in error.get_headers():
+        if name.lower() != "content-type":
+            response.headers[name] = value
+    return response
+
+
+def handle_unexpected(error: Exception) -> Response:
+    logger.exception("unhandled error")
+    return error_response(500, *HTTP_CODES[500])
+
+
+def register_error_handlers(app: Flask) -> None:
+    app.register_error_handler(ApiError, handle_api_error)
+    app.register_error_handler(ValidationError, handle_validation_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,66 @@
+"""Per-request plumbing: the request id, the JSON body check, the access log line."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from flask import Response, g, request
+from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
+
+from app.errors import MalformedJson, UnsupportedMediaType
+
+logger = logging.getLogger("app.access")
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def start_request() -> None:
+    g.started = time.perf_counter()
+    incoming = request.headers.get("X-Request-ID", "")
+    # A caller's id is kept only if it is harmless in logs and headers.
+    g.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+
+
+def has_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def check_json_body() -> None:
+    """A body must be JSON and parse; the route's schema then says whether its fields are right."""
+    if request.method not in _BODY_METHODS or not has_body():
+        return
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            f"The request body must be JSON (Content-Type: application/json), not {request.mimetype or 'untyped'}."
+        )
+    try:
+        request.get_json()
+    except WerkzeugBadRequest as error:
+        if getattr(error, "code", 400) != 400:
+            raise
+        raise MalformedJson("The request body is not valid JSON.") from None
+
+
+def tag_response(response: Response) -> Response:
+    response.headers["X-Request-ID"] = g.get("request_id", "")
+    elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
+    identity = g.get("identity")
+    logger.info(
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={
+            "method": request.method,
+            "path": request.path,
+            "status": response.status_code,
+            "duration_ms": round(elapsed_ms, 2),
+            "user_id": identity.user_id if identity else None,
+            "remote_addr": request.remote_addr,
+        },
+    )
+    return response

@@ -1,0 +1,6 @@
+"""SQLAlchemy models; importing this package registers every table with the metadata."""
+
+from app.models.auth_session import AuthSession
+from app.models.user import User
+
+__all__ = ["AuthSession", "User"]

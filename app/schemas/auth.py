@@ -1,0 +1,74 @@
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field, field_validator
+
+from app.schemas.common import StrictModel
+from app.utils import validators
+
+
+class RegisterRequest(StrictModel):
+    username: str = Field(examples=["usuario"])
+    email: str = Field(examples=["usuario@example.com"])
+    password: str = Field(examples=["Password123"])
+
+    _username = field_validator("username")(validators.normalise_username)
+    _email = field_validator("email")(validators.normalise_email)
+    _password = field_validator("password")(validators.check_password_strength)
+
+
+class LoginRequest(StrictModel):
+    username: str = Field(min_length=1, max_length=320, description="The username or the email address.")
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshRequest(StrictModel):
+    refresh_token: str | None = Field(
+        default=None, description="Optional when the refresh token is sent as Authorization: Bearer."
+    )
+
+
+class ProfileUpdateRequest(StrictModel):
+    current_password: str = Field(min_length=1, max_length=1024)
+    email: str | None = None
+    new_password: str | None = None
+
+    _email = field_validator("email")(
+        lambda value: value if value is None else validators.normalise_email(value)
+    )
+    _new_password = field_validator("new_password")(
+        lambda value: value if value is None else validators.check_password_strength(value)
+    )
+
+
+class UserOut(BaseModel):
+    id: int
+    username: str
+    email: str
+    created_at: str
+
+
+class UserResponse(BaseModel):
+    user: UserOut
+
+
+class TokenPair(BaseModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int = Field(description="Seconds until the access token expires.")
+
+
+class LoginResponse(TokenPair):
+    user: UserOut
+
+
+class MessageResponse(BaseModel):
+    message: str
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    database: Literal["ok", "unavailable"]
