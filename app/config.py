@@ -132,7 +132,7 @@ class Config:
 
         self.RATELIMIT_ENABLED = env_bool("RATE_LIMIT_ENABLED", True)
         self.RATE_LIMIT_PER_MINUTE = env_int("RATE_LIMIT_PER_MINUTE", 60, minimum=1)
-        self.RATELIMIT_DEFAULT = f"{self.RATE_LIMIT_PER_MINUTE} per minute"
+        self.RATE_LIMIT_DEFAULT = f"{self.RATE_LIMIT_PER_MINUTE} per minute"
         self.AUTH_RATE_LIMIT = env_str("AUTH_RATE_LIMIT", "10 per minute")
         self.RATELIMIT_STORAGE_URI = env_str("RATE_LIMIT_STORAGE_URL", "memory://")
         self.RATELIMIT_HEADERS_ENABLED = True
@@ -190,6 +190,7 @@ class DevelopmentConfig(Config):
 
 
 class TestingConfig(Config):
+    __test__ = False  # not a pytest test class despite the name
     ENV_NAME = "testing"
     TESTING = True
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import g, request
+from flask import current_app, g, request
 from flask_cors import CORS
 from flask_jwt_extended import JWTManager
 from flask_limiter import Limiter
@@ -23,8 +23,13 @@ def rate_limit_key() -> str:
     return f"ip:{request.remote_addr}"
 
 
+def default_rate_limit() -> str:
+    # Read per request from the app's config: one Limiter object serves every app built in a process.
+    return current_app.config["RATE_LIMIT_DEFAULT"]
+
+
 db = SQLAlchemy(model_class=Base)
 migrate = Migrate()
 jwt = JWTManager()
-limiter = Limiter(key_func=rate_limit_key)
+limiter = Limiter(key_func=rate_limit_key, default_limits=[default_rate_limit])
 cors = CORS()

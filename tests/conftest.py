@@ -62,7 +62,7 @@ def make_app(backend: dict[str, Any]) -> Iterator[Callable[..., Any]]:
         config = TestingConfig()
         config.SECRET_KEY, config.JWT_SECRET_KEY = base.SECRET_KEY, base.JWT_SECRET_KEY
         config.AUTH_RATE_LIMIT = "1000 per minute"
-        config.RATELIMIT_DEFAULT = "1000 per minute"
+        config.RATE_LIMIT_DEFAULT = "1000 per minute"
         for key, value in {**backend, **overrides}.items():
             setattr(config, key, value)
         app = create_app(config)

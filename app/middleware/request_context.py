@@ -10,7 +10,7 @@ import uuid
 from flask import Response, g, request
 from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
 
-from app.errors import MalformedJson, UnsupportedMediaType
+from app.errors import MalformedJson, UnsupportedMediaType, ValidationFailed
 
 logger = logging.getLogger("app.access")
 
@@ -38,11 +38,17 @@ def check_json_body() -> None:
             f"The request body must be JSON (Content-Type: application/json), not {request.mimetype or 'untyped'}."
         )
     try:
-        request.get_json()
+        body = request.get_json()
     except WerkzeugBadRequest as error:
         if getattr(error, "code", 400) != 400:
             raise
         raise MalformedJson("The request body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        # Every body this API takes is an object; say so before any schema sees a list or a string.
+        raise ValidationFailed(
+            "The request body must be a JSON object.",
+            details={"fields": {"body": ["The request body must be a JSON object."]}},
+        )
 
 
 def tag_response(response: Response) -> Response:

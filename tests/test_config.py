@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from app.config import ConfigError, ProductionConfig, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+STRONG = "x" * 48
+
+
+@pytest.fixture
+def clean_env(monkeypatch):
+    for name in ("SECRET_KEY", "JWT_SECRET_KEY", "APP_ENV", "FLASK_ENV", "DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize(
+    ("secret", "reason"),
+    [("", "is not set"), ("change-me", "example value"), ("short-secret", "shorter than 32 bytes")],
+)
+def test_production_refuses_weak_secrets(clean_env, secret, reason):
+    clean_env.setenv("SECRET_KEY", STRONG)
+    clean_env.setenv("JWT_SECRET_KEY", secret)
+    with pytest.raises(ConfigError, match=reason):
+        ProductionConfig()
+
+
+def test_production_accepts_strong_secrets(clean_env):
+    clean_env.setenv("SECRET_KEY", STRONG)
+    clean_env.setenv("JWT_SECRET_KEY", "y" * 40)
+    config = ProductionConfig()
+    assert config.JWT_SECRET_KEY == "y" * 40
+
+
+def test_development_generates_ephemeral_secrets_and_warns(clean_env):
+    clean_env.setenv("APP_ENV", "development")
+    config = load_config()
+    assert len(config.SECRET_KEY) >= 32 and len(config.JWT_SECRET_KEY) >= 32
+    assert config.SECRET_KEY != config.JWT_SECRET_KEY
+    assert any("ephemeral secrets" in warning for warning in config.STARTUP_WARNINGS)
+
+
+def test_environment_variables_are_read(clean_env):
+    clean_env.setenv("APP_ENV", "development")
+    clean_env.setenv("JWT_ACCESS_TOKEN_EXPIRES", "5m")
+    clean_env.setenv("JWT_REFRESH_TOKEN_EXPIRES", "7d")
+    clean_env.setenv("DATABASE_URL", "postgres://u@db:5432/app")
+    clean_env.setenv("RATE_LIMIT_PER_MINUTE", "17")
+    clean_env.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+    config = load_config()
+    assert timedelta(minutes=5) == config.JWT_ACCESS_TOKEN_EXPIRES
+    assert timedelta(days=7) == config.JWT_REFRESH_TOKEN_EXPIRES
+    assert config.SQLALCHEMY_DATABASE_URI == "postgresql+psycopg://u@db:5432/app"
+    assert config.RATE_LIMIT_DEFAULT == "17 per minute"
+    assert config.CORS_ORIGINS == ["https://a.example", "https://b.example"]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RATE_LIMIT_PER_MINUTE", "lots"),
+        ("RATE_LIMIT_ENABLED", "maybe"),
+        ("JWT_ACCESS_TOKEN_EXPIRES", "soon"),
+    ],
+)
+def test_invalid_values_name_the_variable(clean_env, name, value):
+    clean_env.setenv("APP_ENV", "development")
+    clean_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_config()
+
+
+def test_unknown_environment_is_refused(clean_env):
+    clean_env.setenv("APP_ENV", "staging-ish")
+    with pytest.raises(ConfigError, match="APP_ENV"):
+        load_config()
+
+
+def test_run_py_exits_non_zero_in_production_without_secrets(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "JWT_SECRET_KEY", "FLASK_ENV"}}
+    env.update({"APP_ENV": "production", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    # Run from an empty directory so no .env file is picked up.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+    assert "Traceback" not in result.stderr

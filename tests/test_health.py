@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from app import create_app
+from app.config import TestingConfig
+from app.version import __version__
+
+
+def test_health_is_public_and_checks_the_database(client):
+    response = client.get("/api/health")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "version": __version__, "database": "ok"}
+
+
+def test_health_is_503_degraded_when_the_database_is_unreachable(tmp_path):
+    for unreachable in (
+        f"sqlite:///{tmp_path}/missing-dir/nothing.db",
+        "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2",
+    ):
+        config = TestingConfig()
+        config.SQLALCHEMY_DATABASE_URI = unreachable
+        response = create_app(config).test_client().get("/api/health")
+        assert response.status_code == 503, unreachable
+        assert response.get_json() == {
+            "status": "degraded",
+            "version": __version__,
+            "database": "unavailable",
+        }
+
+
+def test_health_is_not_rate_limited(make_app):
+    client = make_app(RATE_LIMIT_DEFAULT="2 per minute").test_client()
+    assert all(client.get("/api/health").status_code == 200 for _ in range(5))

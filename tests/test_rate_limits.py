@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from tests.conftest import STRONG_PASSWORD, AuthActions, bearer
+
+
+def test_default_limit_is_per_user_with_headers(make_app):
+    app = make_app(RATE_LIMIT_DEFAULT="3 per minute")
+    client = app.test_client()
+    auth = AuthActions(client)
+    alice, bob = auth.signup("alice"), auth.signup("bob")
+    for _ in range(3):
+        response = client.get("/api/profile", headers=bearer(alice["access_token"]))
+        assert response.status_code == 200
+    assert response.headers["X-RateLimit-Limit"] == "3"
+    assert response.headers["X-RateLimit-Remaining"] == "0"
+    limited = client.get("/api/profile", headers=bearer(alice["access_token"]))
+    assert limited.status_code == 429
+    assert limited.get_json()["error"]["code"] == "rate_limited"
+    assert int(limited.headers["Retry-After"]) > 0
+    # Bob has his own budget even from the same address.
+    assert client.get("/api/profile", headers=bearer(bob["access_token"])).status_code == 200
+
+
+def test_anonymous_requests_are_limited_per_address(make_app):
+    client = make_app(RATE_LIMIT_DEFAULT="2 per minute").test_client()
+    here = {"REMOTE_ADDR": "203.0.113.7"}
+    there = {"REMOTE_ADDR": "203.0.113.8"}
+    statuses = [client.get("/api/profile", environ_base=here).status_code for _ in range(3)]
+    assert statuses == [401, 401, 429]
+    assert client.get("/api/profile", environ_base=there).status_code == 401
+
+
+def test_login_is_limited_per_username_across_addresses(make_app):
+    client = make_app(AUTH_RATE_LIMIT="2 per minute").test_client()
+    statuses = [
+        client.post(
+            "/api/auth/login",
+            json={"username": "victim", "password": "Guess-1234"},
+            environ_base={"REMOTE_ADDR": f"198.51.100.{i}"},
+        ).status_code
+        for i in range(3)
+    ]
+    assert statuses == [401, 401, 429]
+
+
+def test_login_is_limited_per_address_across_usernames(make_app):
+    client = make_app(AUTH_RATE_LIMIT="2 per minute").test_client()
+    statuses = [
+        client.post("/api/auth/login", json={"username": f"user{i}", "password": "Guess-1234"}).status_code
+        for i in range(3)
+    ]
+    assert statuses == [401, 401, 429]
+
+
+def test_register_is_limited(make_app):
+    client = make_app(AUTH_RATE_LIMIT="1 per minute").test_client()
+    body = {"username": "first", "email": "first@example.com", "password": STRONG_PASSWORD}
+    assert client.post("/api/auth/register", json=body).status_code == 201
+    body = {"username": "second", "email": "second@example.com", "password": STRONG_PASSWORD}
+    assert client.post("/api/auth/register", json=body).status_code == 429
+
+
+def test_limits_can_be_switched_off(make_app):
+    client = make_app(RATE_LIMIT_DEFAULT="1 per minute", RATELIMIT_ENABLED=False).test_client()
+    assert [client.get("/api/profile").status_code for _ in range(3)] == [401, 401, 401]
