@@ -118,7 +118,8 @@ class OpenAIAdapter(ProviderAdapter):
     type = "openai"
     supports_embeddings = True
 
-    def _url(self, path: str) -> str:
+    def _url(self, path: str, model: str) -> str:
+        """Where `path` (chat/completions, embeddings) lives for `model`; Azure addresses by deployment."""
         return f"{self.settings.base_url.rstrip('/')}/{path}"
 
     def _auth_headers(self) -> dict[str, str]:
@@ -142,7 +143,7 @@ class OpenAIAdapter(ProviderAdapter):
     def chat_request(self, chat: Mapping[str, Any], model: str, *, stream: bool) -> HttpRequest:
         return HttpRequest(
             "POST",
-            self._url("chat/completions"),
+            self._url("chat/completions", model),
             self._headers(stream=stream),
             build_chat_body(chat, model, stream=stream),
         )
@@ -220,7 +221,7 @@ class OpenAIAdapter(ProviderAdapter):
         body: dict[str, Any] = {"model": model, "input": inputs, "encoding_format": "float"}
         if dimensions is not None:
             body["dimensions"] = dimensions
-        return HttpRequest("POST", self._url("embeddings"), self._headers(), body)
+        return HttpRequest("POST", self._url("embeddings", model), self._headers(), body)
 
     def parse_embeddings(self, body: Any, model: str) -> dict[str, Any]:
         return normalize_embeddings(body, model, self.settings.name)
