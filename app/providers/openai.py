@@ -145,8 +145,11 @@ class OpenAIAdapter(ProviderAdapter):
             "POST",
             self._url("chat/completions", model),
             self._headers(stream=stream),
-            build_chat_body(chat, model, stream=stream),
+            self._chat_body(chat, model, stream=stream),
         )
+
+    def _chat_body(self, chat: Mapping[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
+        return build_chat_body(chat, model, stream=stream)
 
     def parse_chat(self, body: Any, model: str) -> dict[str, Any]:
         if isinstance(body, dict) and "error" in body and "choices" not in body:
@@ -171,7 +174,7 @@ class OpenAIAdapter(ProviderAdapter):
             if not isinstance(data, dict):
                 logger.warning("dropped a non-object stream event from %s", self.settings.name)
                 continue
-            if data.get("error") or event.event == "error":
+            if data.get("error") or data.get("object") == "error" or event.event == "error":
                 raise error_from_body(500, data, {}, self.settings.name)
             chunk = self._normalize_chunk(data, model)
             last = chunk
