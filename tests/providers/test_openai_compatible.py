@@ -76,3 +76,13 @@ def test_against_stand_in_cut_stream_still_interrupted():
         with pytest.raises(ProviderError) as info:
             wire.stream(adapter, CHAT, "qwen")
     assert info.value.kind == "stream_interrupted"
+
+
+def test_developer_role_and_max_completion_tokens_use_older_names():
+    chat = {
+        "messages": [{"role": "developer", "content": "x"}, {"role": "user", "content": "y"}],
+        "max_completion_tokens": 9,
+    }
+    body = OpenAICompatibleAdapter(LOCAL).chat_request(chat, "q", stream=False).json
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    assert body["max_tokens"] == 9 and "max_completion_tokens" not in body
