@@ -117,6 +117,8 @@ class AnthropicAdapter(ProviderAdapter):
                 blocks = self._assistant_blocks(message)
             else:
                 blocks = self._user_blocks(message.get("content"))
+            if not blocks:
+                continue  # an empty assistant turn would be refused, and says nothing
             if turns and turns[-1]["role"] == role:
                 turns[-1]["content"].extend(blocks)
             else:
@@ -182,8 +184,8 @@ class AnthropicAdapter(ProviderAdapter):
         return converted
 
     def _convert_tool_choice(self, choice: Any, parallel: bool | None, tools: Any) -> dict[str, Any] | None:
-        if choice is None and (parallel is not False or not tools):
-            return None
+        if not tools or (choice is None and parallel is not False):
+            return None  # Anthropic refuses a tool_choice sent without tools
         if choice == "none":
             return {"type": "none"}
         if choice == "required":

@@ -76,9 +76,9 @@ class CohereAdapter(ProviderAdapter):
             body["tools"] = [self._convert_tool(tool) for tool in tools]
             if any(tool["function"].get("strict") for tool in tools):
                 body["strict_tools"] = True
-        if choice == "required":
+        if tools and choice == "required":
             body["tool_choice"] = "REQUIRED"
-        elif choice == "none":
+        elif tools and choice == "none":
             body["tool_choice"] = "NONE"
         response_format = self._convert_response_format(chat.get("response_format"))
         if response_format is not None:

@@ -81,7 +81,7 @@ class GeminiAdapter(ProviderAdapter):
         if tools:
             body["tools"] = [{"functionDeclarations": [self._convert_tool(tool) for tool in tools]}]
         tool_config = self._convert_tool_choice(chat.get("tool_choice"))
-        if tool_config is not None:
+        if tools and tool_config is not None:
             body["toolConfig"] = {"functionCallingConfig": tool_config}
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return HttpRequest("POST", self._url(model, method), self._headers(), body)

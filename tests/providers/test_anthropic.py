@@ -413,3 +413,22 @@ def test_over_loopback_error_status() -> None:
         response = send(client.chat_request({"messages": []}, "m", stream=False))
         error = client.parse_error(response.status_code, response.content, response.headers)
     assert (error.kind, error.upstream_status, error.status) == ("rate_limit", 429, 429)
+
+
+def test_tool_choice_without_tools_and_empty_assistant_turns_are_left_out() -> None:
+    chat = {
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": ""},
+            {"role": "user", "content": "Still there?"},
+        ],
+        "tool_choice": "none",
+    }
+    body = body_of(chat)
+    assert "tool_choice" not in body
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "Still there?"}],
+        }
+    ]

@@ -331,3 +331,9 @@ def test_over_loopback_chat_stream_embeddings_and_errors() -> None:
         response = send(client.chat_request(chat, "cmd", stream=False))
         error = client.parse_error(response.status_code, response.content, response.headers)
     assert (error.kind, error.upstream_status, error.status) == ("authentication", 401, 502)
+
+
+def test_tool_choice_without_tools_is_left_out() -> None:
+    assert "tool_choice" not in body_of(
+        {"messages": [{"role": "user", "content": "Hi"}], "tool_choice": "required"}
+    )

@@ -414,3 +414,9 @@ def test_over_loopback_chat_stream_embeddings_and_errors() -> None:
         response = send(client.chat_request(chat, "gm", stream=False))
         error = client.parse_error(response.status_code, response.content, response.headers)
     assert (error.kind, error.upstream_status) == ("rate_limit", 429)
+
+
+def test_tool_choice_without_tools_is_left_out() -> None:
+    assert "toolConfig" not in body_of(
+        {"messages": [{"role": "user", "content": "Hi"}], "tool_choice": "none"}
+    )
