@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import mimetypes
 from collections.abc import Iterable, Iterator, Mapping
@@ -43,8 +45,27 @@ _ERROR_KINDS = {
 }
 
 # Gemini 3 models reject a conversation whose functionCall parts lost the thoughtSignature they came with.
-# OpenAI clients echo tool call ids verbatim, so the signature rides inside the id after this separator.
+# OpenAI clients echo tool call ids verbatim, so the signature rides inside the id after this separator,
+# re-encoded as unpadded URL-safe base64 so the id stays within [A-Za-z0-9_-] (what Anthropic accepts
+# should a conversation move to another provider).
 _SIGNATURE_SEP = "__thought__"
+
+
+def _pack_signature(signature: str) -> str:
+    # Protobuf JSON writes bytes in standard base64 but also accepts the URL-safe alphabet; take either.
+    standard = signature.rstrip("=").replace("-", "+").replace("_", "/")
+    try:
+        raw = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    except (binascii.Error, ValueError):
+        return ""  # not base64: dropping it costs a possible 400 later, never a broken id now
+
+
+def _unpack_signature(packed: str) -> str:
+    try:
+        return base64.b64encode(base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4))).decode()
+    except (binascii.Error, ValueError):
+        return ""
 
 
 class GeminiAdapter(ProviderAdapter):
@@ -188,8 +209,9 @@ class GeminiAdapter(ProviderAdapter):
                     "args": shapes.parse_arguments(function.get("arguments"), self._provider),
                 }
             }
-            _, sep, signature = call["id"].partition(_SIGNATURE_SEP)
-            if sep and signature:
+            _, sep, packed = call["id"].partition(_SIGNATURE_SEP)
+            signature = _unpack_signature(packed) if sep else ""
+            if signature:
                 part["thoughtSignature"] = signature
             parts.append(part)
         return parts
@@ -312,8 +334,9 @@ class GeminiAdapter(ProviderAdapter):
     def _tool_call(self, part: Mapping[str, Any]) -> dict[str, Any]:
         call = part["functionCall"]
         call_id = call.get("id") or shapes.new_id("call_")
-        if part.get("thoughtSignature"):
-            call_id = f"{call_id}{_SIGNATURE_SEP}{part['thoughtSignature']}"
+        packed = _pack_signature(part["thoughtSignature"]) if part.get("thoughtSignature") else ""
+        if packed:
+            call_id = f"{call_id}{_SIGNATURE_SEP}{packed}"
         return shapes.tool_call(call_id, call.get("name") or "", json.dumps(call.get("args") or {}))
 
     @staticmethod

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 
 import pytest
 from google.genai import types as g
@@ -142,7 +144,7 @@ def test_tool_round_trip_finds_names_and_carries_thought_signatures() -> None:
                 "content": "Checking.",
                 "tool_calls": [
                     {
-                        "id": "call_1__thought__c2lnAA==",
+                        "id": "call_1__thought__c2lnAA",
                         "type": "function",
                         "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
                     },
@@ -153,7 +155,7 @@ def test_tool_round_trip_finds_names_and_carries_thought_signatures() -> None:
                     },
                 ],
             },
-            {"role": "tool", "tool_call_id": "call_1__thought__c2lnAA==", "content": '{"sky": "clear"}'},
+            {"role": "tool", "tool_call_id": "call_1__thought__c2lnAA", "content": '{"sky": "clear"}'},
             {"role": "tool", "tool_call_id": "call_2", "content": "Rain"},
         ]
     }
@@ -249,6 +251,7 @@ def test_parse_chat_function_call_keeps_signature_in_id() -> None:
     assert completion.choices[0].message.content is None
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {"city": "Oslo"}
     assert call.id.endswith("__thought__c2ln")  # base64 of b"sig", sent back on the next turn
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", call.id)  # portable: Anthropic's tool_use id pattern
 
 
 def test_thought_parts_are_not_answer_text() -> None:
@@ -419,4 +422,24 @@ def test_over_loopback_chat_stream_embeddings_and_errors() -> None:
 def test_tool_choice_without_tools_is_left_out() -> None:
     assert "toolConfig" not in body_of(
         {"messages": [{"role": "user", "content": "Hi"}], "tool_choice": "none"}
+    )
+
+
+def test_thought_signature_survives_the_round_trip_through_the_id() -> None:
+    signature = b"\xfb\xff\xfe\x00sig"  # standard base64 of these bytes holds "+" and "/"
+    part = g.Part(function_call=g.FunctionCall(name="f", args={}), thought_signature=signature)
+    call = adapter().parse_chat(gemini_response([part]), "m")["choices"][0]["message"]["tool_calls"][0]
+    assert re.fullmatch(r"[A-Za-z0-9_-]+", call["id"])
+    chat = {"messages": [{"role": "assistant", "tool_calls": [call]}]}
+    sent = body_of(chat)["contents"][0]["parts"][0]["thoughtSignature"]
+    assert base64.b64decode(sent) == signature
+    # the real API writes standard base64, the SDK's dump above the URL-safe alphabet: both must work
+    standard = {**gemini_response([part])}
+    standard["candidates"][0]["content"]["parts"][0]["thoughtSignature"] = base64.b64encode(
+        signature
+    ).decode()
+    assert (
+        adapter()
+        .parse_chat(standard, "m")["choices"][0]["message"]["tool_calls"][0]["id"]
+        .endswith(call["id"].partition("__thought__")[2])
     )
