@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from app.errors import ApiError
+from app.providers.anthropic import AnthropicAdapter
 from app.providers.azure import AzureOpenAIAdapter
 from app.providers.base import ProviderAdapter, ProviderSettings
+from app.providers.cohere import CohereAdapter
+from app.providers.gemini import GeminiAdapter
 from app.providers.mistral import MistralAdapter
 from app.providers.mock import MockAdapter
 from app.providers.ollama import OllamaAdapter
@@ -12,7 +15,10 @@ from app.providers.openai import OpenAIAdapter
 from app.providers.openai_compatible import OpenAICompatibleAdapter
 
 ADAPTERS: dict[str, type[ProviderAdapter]] = {
+    "anthropic": AnthropicAdapter,
     "azure": AzureOpenAIAdapter,
+    "cohere": CohereAdapter,
+    "gemini": GeminiAdapter,
     "mistral": MistralAdapter,
     "mock": MockAdapter,
     "ollama": OllamaAdapter,
