@@ -68,8 +68,9 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     app.before_request(start_request)
     app.before_request(check_json_body)
     app.before_request(load_identity)
-    limiter.init_app(app)
+    # after_request hooks run last-registered-first: tag_response must see the limiter's headers.
     app.after_request(tag_response)
+    limiter.init_app(app)
 
     redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
     app.extensions["redis"] = redis_client
