@@ -51,6 +51,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app import models  # noqa: F401  (registers the tables)
     from app.middleware.auth_middleware import load_identity
     from app.middleware.request_context import check_json_body, start_request, tag_response
+    from app.services.api_key_verifier import ApiKeyVerifier
     from app.services.revocation import DatabaseRevocations, RedisRevocations
     from app.utils.redis_client import redis_from_url
 
@@ -77,13 +78,15 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
         if redis_client
         else DatabaseRevocations()
     )
+    app.extensions["api_keys"] = ApiKeyVerifier(redis_client)
 
 
 def _register_blueprints(app: OpenAPI) -> None:
-    from app.routes import api, auth
+    from app.routes import api, auth, keys
 
     app.register_api(auth.bp)
     app.register_api(api.bp)
+    app.register_api(keys.bp)
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_document():
