@@ -320,7 +320,7 @@ def test_ttl_cache_expires_and_stays_bounded():
 
 
 def test_documented_example_creates_a_key(client, tokens):
-    body = {"name": "ci", "expires_at": "2027-01-01T00:00:00Z", "models": ["gpt-4o-mini"]}
+    body = {"name": "ci", "expires_at": "2030-01-01T00:00:00Z", "models": ["gpt-4o-mini"]}
     created = create_key(client, tokens["access_token"], **body)
-    assert created["expires_at"] == "2027-01-01T00:00:00+00:00"
+    assert created["expires_at"] == "2030-01-01T00:00:00+00:00"
     assert created["models"] == ["gpt-4o-mini"]
