@@ -52,6 +52,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app import models  # noqa: F401  (registers the tables)
     from app.middleware.auth_middleware import load_identity
     from app.middleware.request_context import check_json_body, start_request, tag_response
+    from app.services.api_key_verifier import ApiKeyVerifier
     from app.services.revocation import DatabaseRevocations, RedisRevocations
     from app.utils.redis_client import redis_from_url
 
@@ -80,6 +81,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
         if redis_client
         else DatabaseRevocations()
     )
+    app.extensions["api_keys"] = ApiKeyVerifier(redis_client)
 
 
 def _build_gateway(settings: Config) -> Any:
@@ -100,10 +102,11 @@ def _build_gateway(settings: Config) -> Any:
 
 
 def _register_blueprints(app: OpenAPI) -> None:
-    from app.routes import api, auth, compare, llm
+    from app.routes import api, auth, compare, keys, llm
 
     app.register_api(auth.bp)
     app.register_api(api.bp)
+    app.register_api(keys.bp)
     app.register_api(llm.bp)
     app.register_api(compare.bp)
 
