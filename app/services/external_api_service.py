@@ -81,6 +81,9 @@ class ExternalApiSettings:
     backoff_cap: float = 8.0
     max_response_bytes: int = 10 * 1024 * 1024
     max_redirects: int = 5
+    # Optional cap on how long one attempt may wait for the response headers, so a stalled GET is retried
+    # within the deadline; None lets one attempt use all the time left.
+    attempt_timeout: float | None = None
     policy: EgressPolicy = field(default_factory=EgressPolicy)
     user_agent: str = "multi-llm-api/0.1"
     verify: bool | str | ssl.SSLContext = True
@@ -255,9 +258,12 @@ def _call(
     while True:
         progress.attempts += 1
         failure: str | None = None
+        attempt_deadline = deadline
+        if settings.attempt_timeout is not None:
+            attempt_deadline = min(deadline, time.monotonic() + settings.attempt_timeout)
         try:
             response = _send_following_redirects(
-                client, settings, method, target, out_headers, content, deadline
+                client, settings, method, target, out_headers, content, attempt_deadline
             )
         except httpx.ConnectTimeout:
             failure = "connect_timeout"
@@ -331,7 +337,7 @@ def _send_following_redirects(
     for hop in range(settings.max_redirects + 1):
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            raise UpstreamTimeout()
+            raise httpx.TimeoutException("no time left for the next redirect hop")
         request = client.build_request(
             method, url, headers=headers, content=content, timeout=httpx.Timeout(remaining)
         )
@@ -428,12 +434,13 @@ def _render_body(raw: bytes, content_type: str, decoded: bool) -> tuple[Any, str
     charset = match.group(1) if match else "utf-8"
     if not raw:
         return "", None
-    if media == "application/json" or media.endswith("+json"):
+    is_json = media == "application/json" or media.endswith("+json")
+    if is_json:
         try:
             return json.loads(raw.decode(charset)), None
         except (ValueError, LookupError):
             pass  # mislabelled: fall through to text
-    if not media or media.startswith("text/") or media in _TEXT_TYPES or media.endswith(("+json", "+xml")):
+    if is_json or not media or media.startswith("text/") or media in _TEXT_TYPES or media.endswith("+xml"):
         try:
             return raw.decode(charset), None
         except (UnicodeDecodeError, LookupError):
