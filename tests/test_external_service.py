@@ -7,6 +7,8 @@ import socket
 import ssl
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -32,6 +34,7 @@ from app.services.external_api_service import (
     build_client,
     call_external,
 )
+from app.utils.capped_body import BodyTooLarge, CappedDecoder
 from app.utils.egress_guard import EgressPolicy
 from app.utils.http_client import GuardedBackend, build_http_client
 from tests.upstreams.server import Upstream, json_response
@@ -772,11 +775,47 @@ def test_gzip_bomb_is_cut_on_decoded_size(client: httpx.Client) -> None:
     settings = make_settings(max_response_bytes=1024 * 1024)
     bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
     assert len(bomb) < settings.max_response_bytes  # the wire size alone would pass
-    with (
-        Upstream(lambda r: Response(bomb, headers={"Content-Encoding": "gzip"})) as up,
-        pytest.raises(UpstreamResponseTooLarge),
-    ):
-        call_external(client, settings, "GET", up.url)
+    with Upstream(lambda r: Response(bomb, headers={"Content-Encoding": "gzip"})) as up:
+        with pytest.raises(UpstreamResponseTooLarge):
+            call_external(client, settings, "GET", up.url)
+        assert len(up.requests) == 1
+
+
+def test_capped_decoder_never_holds_the_inflated_bomb() -> None:
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024), compresslevel=9)
+    decoder = CappedDecoder("gzip", 1024 * 1024)
+    tracemalloc.start()
+    try:
+        with pytest.raises(BodyTooLarge):
+            for i in range(0, len(bomb), 65536):
+                decoder.feed(bomb[i : i + 65536])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert decoder.total == 1024 * 1024 + 1
+    assert peak < 4 * 1024 * 1024  # one 64 KiB chunk of this bomb inflates to 64 MiB without max_length
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "raw-deflate", "identity"])
+def test_capped_decoder_round_trips(encoding: str) -> None:
+    data = bytes(range(256)) * 400
+    if encoding == "gzip":
+        wire = gzip.compress(data)
+    elif encoding == "deflate":
+        wire = zlib.compress(data)
+    elif encoding == "raw-deflate":
+        packer = zlib.compressobj(wbits=-zlib.MAX_WBITS)
+        wire = packer.compress(data) + packer.flush()
+    else:
+        wire = data
+    decoder = CappedDecoder("deflate" if encoding == "raw-deflate" else encoding, len(data))
+    out = b"".join(decoder.feed(wire[i : i + 1000]) for i in range(0, len(wire), 1000)) + decoder.finish()
+    assert out == data
+    with pytest.raises(BodyTooLarge):
+        small = CappedDecoder("deflate" if encoding == "raw-deflate" else encoding, len(data) - 1)
+        for i in range(0, len(wire), 1000):
+            small.feed(wire[i : i + 1000])
+        small.finish()
 
 
 def test_unknown_content_encoding_comes_back_raw(client: httpx.Client, settings: ExternalApiSettings) -> None:
@@ -800,6 +839,23 @@ def test_a_trickling_upstream_is_cut_at_the_deadline(
             call_external(client, settings, "GET", up.url, timeout=0.8)
         elapsed = time.monotonic() - started
     assert 0.7 <= elapsed < 1.3
+
+
+def test_a_body_stalling_after_the_headers_is_cut_at_the_deadline(
+    client: httpx.Client, settings: ExternalApiSettings
+) -> None:
+    def stall_midway() -> Iterator[bytes]:
+        time.sleep(0.4)
+        yield b"part"
+        time.sleep(3)
+        yield b"never"
+
+    with Upstream(lambda r: Response(stall_midway(), content_type="text/plain")) as up:
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            call_external(client, settings, "GET", up.url, timeout=0.6)
+        elapsed = time.monotonic() - started
+    assert 0.5 <= elapsed < 0.85  # each read gets only the time left, not a fresh full timeout
 
 
 # --- TLS ------------------------------------------------------------------------------------------------
