@@ -237,6 +237,7 @@ def test_ipv6_decision_matches_its_embedded_ipv4(ip: ipaddress.IPv6Address) -> N
         ("http://example.com:22/", DestinationNotAllowed),
         ("http://example.com:25/", DestinationNotAllowed),
         ("http://example.com:1023/", DestinationNotAllowed),
+        ("http://example.com:0/", DestinationNotAllowed),
     ],
 )
 def test_bad_urls(url: str, error: type[Exception]) -> None:

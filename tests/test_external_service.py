@@ -256,6 +256,25 @@ def test_the_pool_is_guarded_and_reused(settings: ExternalApiSettings, upstream:
     client.close()
 
 
+def test_one_client_serves_many_threads(client: httpx.Client, settings: ExternalApiSettings) -> None:
+    def handler(request: Request) -> Response:
+        time.sleep(0.05)
+        return json_response({"n": request.args["n"]})
+
+    results: dict[int, Any] = {}
+
+    def work(n: int) -> None:
+        results[n] = call_external(client, settings, "GET", up.url, params={"n": n}).body
+
+    with Upstream(handler) as up:
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(10)
+    assert results == {n: {"n": str(n)} for n in range(20)}
+
+
 # --- retries --------------------------------------------------------------------------------------
 
 

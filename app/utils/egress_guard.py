@@ -211,7 +211,8 @@ class EgressPolicy:
         # Two parsers must agree on the host, or the URL is ambiguous (parser-differential tricks).
         if canonical_host(result.host) != host:
             raise BadRequest("The URL's host is ambiguous.")
-        self.check_port(result.port or (443 if result.scheme == "https" else 80))
+        default_port = 443 if result.scheme == "https" else 80
+        self.check_port(default_port if result.port is None else result.port)  # port 0 is not "default"
         if ip is not None:
             self.check_address(ip)
         if self.allowed_hosts and not any(_host_matches(host, p) for p in self.allowed_hosts):
