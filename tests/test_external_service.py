@@ -37,6 +37,7 @@ from app.services.external_api_service import (
 from app.utils.capped_body import BodyTooLarge, CappedDecoder
 from app.utils.egress_guard import EgressPolicy
 from app.utils.http_client import GuardedBackend, build_http_client
+from app.utils.retry_policy import backoff_delay, parse_retry_after
 from tests.upstreams.server import Upstream, json_response
 
 LOOPBACK_OK = EgressPolicy(allow_private_networks=("127.0.0.1/32",))
@@ -928,3 +929,33 @@ def test_tls_wrong_host_name_is_refused(ca: trustme.CA, monkeypatch: pytest.Monk
         with pytest.raises(UpstreamUnreachable):
             call_external(client, settings, "GET", f"https://named.example:{up.port}/", sleep=Sleeps())
         assert up.requests == []
+
+
+# --- retry timing helpers ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("0", 0.0),
+        ("7", 7.0),
+        (" 12 ", 12.0),
+        ("Wed, 25 Nov 2026 10:00:30 GMT", 30.0),
+        ("Wed, 25 Nov 2026 09:59:00 GMT", 0.0),  # in the past: retry now
+        ("-1", None),
+        ("1.5", None),
+        ("soon", None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
+    now = datetime(2026, 11, 25, 10, 0, 0, tzinfo=UTC)
+    assert parse_retry_after(header, now=now) == seconds
+
+
+def test_backoff_is_full_jitter_and_capped() -> None:
+    for attempt in range(1, 12):
+        ceiling = min(4.0, 0.25 * 2 ** (attempt - 1))
+        delays = [backoff_delay(attempt, base=0.25, cap=4.0) for _ in range(200)]
+        assert all(0 <= d <= ceiling for d in delays)
+        assert max(delays) > ceiling / 2  # spread over the range, not a constant

@@ -30,16 +30,11 @@ Decisions worth knowing:
 
 from __future__ import annotations
 
-import base64
 import json
-import random
-import re
 import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -50,23 +45,20 @@ from app.errors import (
     BadRequest,
     DestinationNotAllowed,
     UpstreamError,
-    UpstreamResponseTooLarge,
     UpstreamTimeout,
     UpstreamUnreachable,
     ValidationFailed,
 )
-from app.utils.capped_body import BodyDecodeError, BodyTooLarge, CappedDecoder
 from app.utils.egress_guard import EgressPolicy
 from app.utils.http_client import build_http_client
 from app.utils.http_headers import header_problem, inbound_headers, outbound_headers
+from app.utils.retry_policy import backoff_delay, parse_retry_after
+from app.utils.upstream_body import discard_response, read_capped_body, render_body
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_DRAIN_BYTES = 64 * 1024
-_DRAIN_SECONDS = 0.5
 _CROSS_ORIGIN_DROPPED = ("authorization", "cookie", "proxy-authorization")
-_jitter = random.Random()  # noqa: S311 - backoff jitter, not a secret
 
 Sleep = Callable[[float], None]
 
@@ -149,6 +141,9 @@ class _Progress:
     attempts: int = 0
     status_code: int | None = None
     bytes_received: int = 0
+
+    def count(self, size: int) -> None:
+        self.bytes_received = size
 
 
 def call_external(
@@ -279,14 +274,14 @@ def _call(
         if failure is not None:
             # Only a failed connect surely never reached the upstream; anything later may have run a POST.
             may_retry = failure in ("connect", "connect_timeout") or idempotent
-            delay = _backoff(settings, progress.attempts)
+            delay = backoff_delay(progress.attempts, base=settings.backoff_base, cap=settings.backoff_cap)
             if may_retry and _can_retry(settings, progress.attempts, delay, deadline):
                 sleep(delay)
                 continue
             raise _failure_error(failure, deadline)
 
         progress.status_code = response.status_code
-        retry_after = _retry_after(response.headers.get("retry-after"))
+        retry_after = parse_retry_after(response.headers.get("retry-after"))
         if idempotent:
             retryable = response.status_code in RETRY_STATUSES or response.status_code == 500
         else:
@@ -295,16 +290,16 @@ def _call(
             if retry_after is not None:
                 delay = min(retry_after, settings.backoff_cap)
             else:
-                delay = _backoff(settings, progress.attempts)
+                delay = backoff_delay(progress.attempts, base=settings.backoff_base, cap=settings.backoff_cap)
             if _can_retry(settings, progress.attempts, delay, deadline):
-                _discard(response, deadline)
+                discard_response(response, deadline)
                 sleep(delay)
                 continue
         try:
-            raw, decoded = _read_body(response, settings.max_response_bytes, deadline, progress)
+            raw, decoded = read_capped_body(response, settings.max_response_bytes, deadline, progress.count)
         finally:
             response.close()
-        body, body_encoding = _render_body(raw, response.headers.get("content-type", ""), decoded)
+        body, body_encoding = render_body(raw, response.headers.get("content-type", ""), decoded)
         return ExternalCallResult(
             status_code=response.status_code,
             ok=200 <= response.status_code < 300,
@@ -345,7 +340,7 @@ def _send_following_redirects(
         location = response.headers.get("location")
         if response.status_code not in REDIRECT_STATUSES or not location:
             return response
-        _discard(response, deadline)
+        discard_response(response, deadline)
         if hop == settings.max_redirects:
             break
         try:
@@ -361,91 +356,6 @@ def _send_following_redirects(
             headers = {k: v for k, v in headers.items() if k.lower() not in _CROSS_ORIGIN_DROPPED}
         url = next_url
     raise UpstreamError("The upstream redirected too many times.")
-
-
-def _raw_chunks(response: httpx.Response, deadline: float) -> Any:
-    """The raw body, each socket read limited to the time left before `deadline`."""
-    # httpcore reads the "timeout" extension on every read, so shrinking it bounds the whole body read.
-    timeouts = response.request.extensions.get("timeout")
-    chunks = response.iter_raw()
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise UpstreamTimeout()
-        if isinstance(timeouts, dict):
-            timeouts["read"] = remaining
-        try:
-            chunk = next(chunks)
-        except StopIteration:
-            return
-        yield chunk
-
-
-def _discard(response: httpx.Response, deadline: float) -> None:
-    """Drop a response we will not use: drain a little so the connection can be reused, then close."""
-    drained = 0
-    try:
-        for chunk in _raw_chunks(response, min(deadline, time.monotonic() + _DRAIN_SECONDS)):
-            drained += len(chunk)
-            if drained > _DRAIN_BYTES:
-                break
-    except (httpx.HTTPError, UpstreamTimeout):
-        pass
-    finally:
-        response.close()
-
-
-def _read_body(
-    response: httpx.Response, limit: int, deadline: float, progress: _Progress
-) -> tuple[bytes, bool]:
-    """The decoded body, refused past `limit` decoded bytes or past the deadline."""
-    decoder = CappedDecoder(response.headers.get("content-encoding", ""), limit)
-    declared = response.headers.get("content-length", "")
-    plain = not response.headers.get("content-encoding")
-    if plain and declared.isdigit() and int(declared) > limit:
-        raise UpstreamResponseTooLarge()  # refused before reading a byte
-    parts: list[bytes] = []
-    try:
-        for chunk in _raw_chunks(response, deadline):
-            parts.append(decoder.feed(chunk))
-            progress.bytes_received = decoder.total
-        parts.append(decoder.finish())
-    except BodyTooLarge:
-        raise UpstreamResponseTooLarge() from None
-    except BodyDecodeError:
-        raise UpstreamError("The upstream response could not be decoded.") from None
-    except httpx.TimeoutException:
-        raise UpstreamTimeout() from None
-    except httpx.TransportError:
-        raise UpstreamError("The upstream broke off the response.") from None
-    progress.bytes_received = decoder.total
-    return b"".join(parts), decoder.decodes
-
-
-_TEXT_TYPES = ("application/xml", "application/javascript", "application/x-www-form-urlencoded")
-
-
-def _render_body(raw: bytes, content_type: str, decoded: bool) -> tuple[Any, str | None]:
-    """Parsed JSON for JSON, text for text, base64 for anything else (and for undecodable text)."""
-    if not decoded:
-        return base64.b64encode(raw).decode("ascii"), "base64"
-    media = content_type.split(";", 1)[0].strip().lower()
-    match = re.search(r"charset=\"?([\w.:-]+)", content_type, re.IGNORECASE)
-    charset = match.group(1) if match else "utf-8"
-    if not raw:
-        return "", None
-    is_json = media == "application/json" or media.endswith("+json")
-    if is_json:
-        try:
-            return json.loads(raw.decode(charset)), None
-        except (ValueError, LookupError):
-            pass  # mislabelled: fall through to text
-    if is_json or not media or media.startswith("text/") or media in _TEXT_TYPES or media.endswith("+xml"):
-        try:
-            return raw.decode(charset), None
-        except (UnicodeDecodeError, LookupError):
-            pass
-    return base64.b64encode(raw).decode("ascii"), "base64"
 
 
 def _encode_payload(payload: Any, use_json: bool) -> tuple[bytes | None, str | None]:
@@ -480,29 +390,8 @@ def _scalar_text(value: Any, where: str) -> str:
     raise ValidationFailed(details={where: ["values must be strings, numbers, booleans or lists of them"]})
 
 
-def _backoff(settings: ExternalApiSettings, attempt: int) -> float:
-    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))]."""
-    return _jitter.uniform(0, min(settings.backoff_cap, settings.backoff_base * 2 ** (attempt - 1)))
-
-
 def _can_retry(settings: ExternalApiSettings, attempt: int, delay: float, deadline: float) -> bool:
     return attempt <= settings.max_retries and time.monotonic() + delay < deadline
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header (delta-seconds or HTTP date), None when absent or bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _failure_error(failure: str, deadline: float) -> ApiError:
