@@ -53,6 +53,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app.middleware.auth_middleware import load_identity
     from app.middleware.request_context import check_json_body, start_request, tag_response
     from app.services.api_key_verifier import ApiKeyVerifier
+    from app.services.external_proxy import ExternalProxy, settings_from_config
     from app.services.revocation import DatabaseRevocations, RedisRevocations
     from app.utils.redis_client import redis_from_url
 
@@ -76,6 +77,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
     app.extensions["redis"] = redis_client
     app.extensions["gateway"] = _build_gateway(settings)
+    app.extensions["external"] = ExternalProxy(settings_from_config(settings))
     app.extensions["revocations"] = (
         RedisRevocations(redis_client, settings.JWT_REFRESH_TOKEN_EXPIRES)
         if redis_client
@@ -102,11 +104,12 @@ def _build_gateway(settings: Config) -> Any:
 
 
 def _register_blueprints(app: OpenAPI) -> None:
-    from app.routes import api, auth, compare, keys, llm
+    from app.routes import api, auth, compare, external, keys, llm
 
     app.register_api(auth.bp)
     app.register_api(api.bp)
     app.register_api(keys.bp)
+    app.register_api(external.bp)
     app.register_api(llm.bp)
     app.register_api(compare.bp)
 
