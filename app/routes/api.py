@@ -2,11 +2,12 @@ from __future__ import annotations
 
 import logging
 
-from flask_openapi3 import APIBlueprint, Tag, validate_request
+from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 
 from app.extensions import db, limiter
 from app.middleware.auth_middleware import current_identity, jwt_required, login_required
+from app.middleware.validation import validated
 from app.models import User
 from app.routes.docs import BEARER
 from app.schemas.auth import HealthResponse, ProfileUpdateRequest, UserResponse
@@ -51,7 +52,7 @@ def profile():
     security=BEARER,
 )
 @jwt_required
-@validate_request()
+@validated
 def update_profile(body: ProfileUpdateRequest):
     """Change the email or the password; a new password logs out every other login."""
     identity = current_identity()
