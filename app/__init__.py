@@ -52,7 +52,9 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app import models  # noqa: F401  (registers the tables)
     from app.middleware.auth_middleware import load_identity
     from app.middleware.request_context import check_json_body, start_request, tag_response
+    from app.models import ExternalCall
     from app.services.api_key_verifier import ApiKeyVerifier
+    from app.services.batch_writer import BatchWriter
     from app.services.external_proxy import ExternalProxy, settings_from_config
     from app.services.revocation import DatabaseRevocations, RedisRevocations
     from app.utils.redis_client import redis_from_url
@@ -78,6 +80,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     app.extensions["redis"] = redis_client
     app.extensions["gateway"] = _build_gateway(settings)
     app.extensions["external"] = ExternalProxy(settings_from_config(settings))
+    app.extensions["external_audit"] = BatchWriter(app, ExternalCall)
     app.extensions["revocations"] = (
         RedisRevocations(redis_client, settings.JWT_REFRESH_TOKEN_EXPIRES)
         if redis_client

@@ -46,7 +46,10 @@ def _call(method: str, body: ExternalRequest) -> dict:
         # Only this header of the caller's own request travels on: it makes a POST safe to retry.
         idempotency_key=request.headers.get("Idempotency-Key"),
         on_finish=lambda audit: external_proxy.record_call(
-            identity.user_id, getattr(identity, "api_key_id", None), audit
+            current_app.extensions["external_audit"],
+            identity.user_id,
+            getattr(identity, "api_key_id", None),
+            audit,
         ),
     )
     return result.to_response()
@@ -89,4 +92,5 @@ def external_delete(body: ExternalRequest):
 @validated
 def external_history(query: HistoryQuery):
     """The caller's external calls, newest first."""
-    return external_proxy.history(current_identity().user_id, query.page, query.per_page)
+    writer = current_app.extensions["external_audit"]
+    return external_proxy.history(writer, current_identity().user_id, query.page, query.per_page)
