@@ -80,7 +80,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     app.extensions["redis"] = redis_client
     app.extensions["gateway"] = _build_gateway(settings)
     app.extensions["external"] = ExternalProxy(settings_from_config(settings))
-    app.extensions["external_audit"] = BatchWriter(app, ExternalCall)
+    app.extensions["external_audit"] = BatchWriter(app, ExternalCall, interval=settings.BATCH_FLUSH_INTERVAL)
     app.extensions["revocations"] = (
         RedisRevocations(redis_client, settings.JWT_REFRESH_TOKEN_EXPIRES)
         if redis_client
