@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
@@ -35,6 +36,7 @@ def create_app(config: str | Config | None = None) -> OpenAPI:
         static_folder=None,
     )
     app.config.from_object(settings)
+    _ensure_sqlite_directory(settings.SQLALCHEMY_DATABASE_URI)
     app.json = OrjsonProvider(app)
     if settings.TRUSTED_PROXIES:
         # Behind N proxies, X-Forwarded-For names the client (rate limits are per client address).
@@ -46,6 +48,12 @@ def create_app(config: str | Config | None = None) -> OpenAPI:
     _register_blueprints(app)
     register_error_handlers(app)
     return app
+
+
+def _ensure_sqlite_directory(url: str) -> None:
+    """A fresh checkout has no instance/ folder; SQLite creates the file but not its directory."""
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        os.makedirs(os.path.dirname(url[len("sqlite:///") :]) or ".", exist_ok=True)
 
 
 def _bind_extensions(app: OpenAPI, settings: Config) -> None:
