@@ -66,6 +66,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app.services.external_proxy import ExternalProxy, settings_from_config
     from app.services.revocation import DatabaseRevocations, RedisRevocations
     from app.utils.redis_client import redis_from_url
+    from app.utils.ttl_cache import TTLCache
 
     db.init_app(app)
     migrate.init_app(app, db)
@@ -86,6 +87,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
 
     redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
     app.extensions["redis"] = redis_client
+    app.extensions["verified_tokens"] = TTLCache(ttl=60.0, max_size=10_000)
     app.extensions["gateway"] = _build_gateway(settings)
     app.extensions["external"] = ExternalProxy(settings_from_config(settings))
     app.extensions["external_audit"] = BatchWriter(app, ExternalCall, interval=settings.BATCH_FLUSH_INTERVAL)
