@@ -32,8 +32,9 @@ def test_ready_turns_503_while_draining(client, monkeypatch):
 
 
 def test_health_is_503_degraded_when_the_database_is_unreachable(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
     for unreachable in (
-        f"sqlite:///{tmp_path}/missing-dir/nothing.db",
+        f"sqlite:///{tmp_path}/a-file/nothing.db",
         "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2",
     ):
         config = TestingConfig()
