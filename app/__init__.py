@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from typing import Any
@@ -53,10 +54,9 @@ def create_app(config: str | Config | None = None) -> OpenAPI:
 def _ensure_sqlite_directory(url: str) -> None:
     """A fresh checkout has no instance/ folder; SQLite creates the file but not its directory."""
     if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
-        try:
+        # If it cannot be made, SQLite reports the path itself and /api/health says the database is unavailable.
+        with contextlib.suppress(OSError):
             os.makedirs(os.path.dirname(url[len("sqlite:///") :]) or ".", exist_ok=True)
-        except OSError:
-            pass  # then SQLite reports the path itself, and /api/health says the database is unavailable
 
 
 def _bind_extensions(app: OpenAPI, settings: Config) -> None:
