@@ -38,7 +38,7 @@ def test_normalisation_is_idempotent_and_nfkc(raw):
 
 
 @given(
-    st.text(alphabet=string.ascii_lowercase, min_size=4, max_size=60),
+    st.text(alphabet=string.ascii_lowercase, min_size=6, max_size=60),
     st.text(alphabet=string.ascii_uppercase, min_size=1, max_size=20),
     st.text(alphabet=string.digits, min_size=1, max_size=20),
 )
