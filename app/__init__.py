@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -72,6 +73,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
 
     redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
     app.extensions["redis"] = redis_client
+    app.extensions["gateway"] = _build_gateway(settings)
     app.extensions["revocations"] = (
         RedisRevocations(redis_client, settings.JWT_REFRESH_TOKEN_EXPIRES)
         if redis_client
@@ -79,11 +81,30 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     )
 
 
+def _build_gateway(settings: Config) -> Any:
+    from app.services.gateway.catalog import load_catalog
+    from app.services.gateway.chat import Gateway, Timeouts
+    from app.services.gateway.upstream import build_provider_client
+
+    return Gateway(
+        load_catalog(settings.MODELS_CONFIG or None),
+        build_provider_client(settings.LLM_CONNECT_TIMEOUT),
+        Timeouts(
+            request=settings.LLM_REQUEST_TIMEOUT,
+            first_chunk=settings.LLM_FIRST_TOKEN_TIMEOUT,
+            stream_idle=settings.LLM_STREAM_IDLE_TIMEOUT,
+            heartbeat=settings.LLM_STREAM_HEARTBEAT,
+        ),
+    )
+
+
 def _register_blueprints(app: OpenAPI) -> None:
-    from app.routes import api, auth
+    from app.routes import api, auth, compare, llm
 
     app.register_api(auth.bp)
     app.register_api(api.bp)
+    app.register_api(llm.bp)
+    app.register_api(compare.bp)
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_document():

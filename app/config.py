@@ -152,6 +152,13 @@ class Config:
         self.EXTERNAL_API_ALLOW_PRIVATE_NETWORKS = env_list("EXTERNAL_API_ALLOW_PRIVATE_NETWORKS")
         self.EXTERNAL_API_ALLOWED_PORTS = env_str("EXTERNAL_API_ALLOWED_PORTS", "80,443,1024-65535")
 
+        self.MODELS_CONFIG = env_str("MODELS_CONFIG")
+        self.LLM_REQUEST_TIMEOUT = env_float("LLM_REQUEST_TIMEOUT", 600.0, minimum=0.1)
+        self.LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 10.0, minimum=0.1)
+        self.LLM_FIRST_TOKEN_TIMEOUT = env_float("LLM_FIRST_TOKEN_TIMEOUT", 60.0, minimum=0.1)
+        self.LLM_STREAM_IDLE_TIMEOUT = env_float("LLM_STREAM_IDLE_TIMEOUT", 60.0, minimum=0.1)
+        self.LLM_STREAM_HEARTBEAT = env_float("LLM_STREAM_HEARTBEAT", 1.0, minimum=0.05)
+
         self._settle_secrets()
 
     def _settle_secrets(self) -> None:

@@ -80,7 +80,9 @@ def handle_api_error(error: ApiError) -> Response:
     if error.status >= 500:
         logger.warning("request failed: %s", error.code, extra={"error_code": error.code})
     openai_type = getattr(error, "openai_type", None)
-    param = (error.details or {}).get("param") if error.details else None
+    details = error.details or {}
+    # OpenAI names the offending field in `param`; our validation errors carry it in details.fields.
+    param = details.get("param") or next(iter(details.get("fields") or {}), None)
     response = error_response(
         error.status, error.code, error.message, error.details, openai_type=openai_type, param=param
     )

@@ -39,3 +39,6 @@ def configure_logging(level: str) -> None:
     root.setLevel(level)
     # werkzeug's access log duplicates ours and is not JSON.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    # httpx logs every request URL at INFO; a URL can carry a query secret, so only warnings get through.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -107,3 +107,14 @@ class Upstream:
     @property
     def last(self) -> RecordedRequest:
         return self.requests[-1]
+
+
+class LiveServer(Upstream):
+    """Serve a whole WSGI app (the gateway itself) on loopback, for real HTTP clients such as the openai SDK."""
+
+    def __init__(self, wsgi_app: Callable[..., Any]) -> None:
+        super().__init__()
+        self._app = wsgi_app
+
+    def _wsgi(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        return self._app(environ, start_response)

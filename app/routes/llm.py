@@ -1,0 +1,142 @@
+"""The OpenAI-compatible surface: /v1/chat/completions, /v1/embeddings, /v1/models."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
+from flask import Response, current_app, stream_with_context
+from flask_openapi3 import APIBlueprint, Tag, validate_request
+
+from app.errors import ApiError, ProviderError
+from app.middleware.auth_middleware import current_identity, login_required
+from app.routes.docs import BEARER
+from app.schemas.llm import ChatCompletionRequest, EmbeddingsRequest
+from app.services.gateway.chat import Gateway
+from app.services.gateway.streaming import HEARTBEAT
+
+logger = logging.getLogger(__name__)
+
+bp = APIBlueprint("llm", __name__, url_prefix="/v1", abp_tags=[Tag(name="llm")])
+
+
+def gateway() -> Gateway:
+    return current_app.extensions["gateway"]
+
+
+def allowed_models() -> tuple[str, ...] | None:
+    return getattr(current_identity(), "allowed_models", None)
+
+
+@bp.post("/chat/completions", security=BEARER)
+@login_required
+@validate_request()
+def chat_completions(body: ChatCompletionRequest):
+    """Create a chat completion, or stream it as server-sent events."""
+    chat = body.to_chat()
+    if not body.stream:
+        return gateway().complete(chat, allowed_models())
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    events = gateway().stream(chat, allowed_models())
+    # Wait for the first chunk before answering: a provider that fails early gets a real HTTP error.
+    first = next(_without_heartbeats(events), None)
+    return Response(
+        stream_with_context(_sse(first, events, include_usage)),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _without_heartbeats(events: Iterator[Any]) -> Iterator[Any]:
+    for event in events:
+        if event is not HEARTBEAT:
+            yield event
+            return
+
+
+def _sse(first: dict[str, Any] | None, events: Iterator[Any], include_usage: bool) -> Iterator[bytes]:
+    try:
+        if first is not None:
+            yield from _encode(first, include_usage)
+        for event in events:
+            if event is HEARTBEAT:
+                yield b": keep-alive\n\n"
+                continue
+            yield from _encode(event, include_usage)
+    except ApiError as error:
+        # Headers are gone: the failure travels as an error event, and no [DONE] follows, so no client
+        # mistakes a truncated answer for a whole one.
+        logger.warning("stream ended with an error: %s", error.code, extra={"error_code": error.code})
+        yield _error_event(error)
+        return
+    finally:
+        close = getattr(events, "close", None)
+        if close:
+            close()
+    yield b"data: [DONE]\n\n"
+
+
+def _encode(chunk: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
+    if not chunk.get("choices") and chunk.get("usage"):
+        if include_usage:
+            yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+        return
+    if not include_usage:
+        chunk = {key: value for key, value in chunk.items() if key != "usage"}
+    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _error_event(error: ApiError) -> bytes:
+    body = {
+        "error": {
+            "message": error.message,
+            "type": getattr(error, "openai_type", "api_error"),
+            "param": None,
+            "code": getattr(error, "kind", None) if isinstance(error, ProviderError) else error.code,
+        }
+    }
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+@bp.post("/embeddings", security=BEARER)
+@login_required
+@validate_request()
+def embeddings(body: EmbeddingsRequest):
+    """Embed a string or a list of strings."""
+    inputs = [body.input] if isinstance(body.input, str) else list(body.input)
+    return gateway().embed(
+        body.model,
+        inputs,
+        dimensions=body.dimensions,
+        encoding_format=body.encoding_format,
+        allowed_models=allowed_models(),
+    )
+
+
+@bp.get("/models", security=BEARER)
+@login_required
+def models():
+    """The models this caller may use; owned_by names the provider."""
+    allowed = allowed_models()
+    catalog = gateway().catalog
+    created = int(current_app.config.get("STARTED_AT", time.time()))
+    data = [
+        {
+            "id": entry.name,
+            "object": "model",
+            "created": created,
+            "owned_by": _owner(catalog, entry.targets[0].provider),
+        }
+        for entry in catalog.listed()
+        if allowed is None or entry.name in allowed
+    ]
+    return {"object": "list", "data": data}
+
+
+def _owner(catalog: Any, provider: str) -> str:
+    if provider == "mock":
+        return "mock (built-in test provider: deterministic replies, no model behind it)"
+    return provider

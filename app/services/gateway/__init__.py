@@ -1,0 +1,1 @@
+"""The LLM gateway: the catalog of providers and models, and the use cases that call them."""

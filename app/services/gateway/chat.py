@@ -1,0 +1,148 @@
+"""The chat, embeddings and compare use cases: resolve the model, call its provider, translate back."""
+
+from __future__ import annotations
+
+import base64
+import time
+from array import array
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from app.errors import ApiError, Forbidden, ProviderError
+from app.providers.aggregate import collect_completion
+from app.services.gateway.catalog import Catalog, ModelEntry, Provider, Target
+from app.services.gateway.streaming import HEARTBEAT, relay
+from app.services.gateway.upstream import iter_lines, open_response, read_json
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    request: float  # a whole non-streaming answer
+    first_chunk: float  # LLM_FIRST_TOKEN_TIMEOUT
+    stream_idle: float  # LLM_STREAM_IDLE_TIMEOUT
+    heartbeat: float
+
+
+class Gateway:
+    """One per process: the catalog, the pooled provider client and the timeouts."""
+
+    def __init__(self, catalog: Catalog, client: httpx.Client, timeouts: Timeouts) -> None:
+        self.catalog = catalog
+        self.client = client
+        self.timeouts = timeouts
+
+    def route(self, model: str, allowed_models: Sequence[str] | None) -> tuple[ModelEntry, Target, Provider]:
+        entry = self.catalog.resolve(model)
+        if allowed_models is not None and model not in allowed_models:
+            raise Forbidden(f"This API key may not use the model '{model}'.", code="model_not_allowed")
+        target = entry.targets[0]
+        return entry, target, self.catalog.provider(target.provider)
+
+    def complete(self, chat: dict[str, Any], allowed_models: Sequence[str] | None = None) -> dict[str, Any]:
+        _, target, provider = self.route(chat["model"], allowed_models)
+        adapter = provider.adapter
+        if adapter.is_local:
+            return collect_completion(adapter.local_stream(chat, target.model), target.model)
+        request = adapter.chat_request(chat, target.model, stream=False)
+        response = open_response(self.client, adapter, request, read_timeout=self.timeouts.request)
+        return adapter.parse_chat(read_json(response, provider.name), target.model)
+
+    def stream(self, chat: dict[str, Any], allowed_models: Sequence[str] | None = None) -> Iterator[Any]:
+        """Chunks, with HEARTBEAT markers while the provider is silent; ends only on the provider's end."""
+        _, target, provider = self.route(chat["model"], allowed_models)
+        adapter = provider.adapter
+        if adapter.is_local:
+            return iter(adapter.local_stream(chat, target.model))
+        request = adapter.chat_request(chat, target.model, stream=True)
+        response = open_response(self.client, adapter, request, read_timeout=self.timeouts.stream_idle)
+        chunks = adapter.parse_stream(iter_lines(response, provider.name), target.model)
+        return relay(
+            chunks,
+            provider=provider.name,
+            first_chunk_timeout=self.timeouts.first_chunk,
+            idle_timeout=self.timeouts.stream_idle,
+            heartbeat_interval=self.timeouts.heartbeat,
+            close_upstream=response.close,
+        )
+
+    def embed(
+        self,
+        model: str,
+        inputs: list[str],
+        *,
+        dimensions: int | None,
+        encoding_format: str | None,
+        allowed_models: Sequence[str] | None = None,
+    ) -> dict[str, Any]:
+        _, target, provider = self.route(model, allowed_models)
+        adapter = provider.adapter
+        if not adapter.supports_embeddings:
+            raise ProviderError(
+                f"The model '{model}' does not offer embeddings.",
+                kind="invalid_request",
+                provider=provider.name,
+            )
+        request = adapter.embeddings_request(inputs, target.model, dimensions=dimensions)
+        response = open_response(self.client, adapter, request, read_timeout=self.timeouts.request)
+        result = adapter.parse_embeddings(read_json(response, provider.name), target.model)
+        if encoding_format == "base64":
+            # The openai SDK asks for base64 by default: little-endian float32, as OpenAI sends it.
+            for item in result["data"]:
+                item["embedding"] = base64.b64encode(array("f", item["embedding"]).tobytes()).decode()
+        return result
+
+    def compare(
+        self, chat: dict[str, Any], models: list[str], allowed_models: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """Run one request on every model at once; one model's failure never fails the others."""
+        with ThreadPoolExecutor(max_workers=len(models), thread_name_prefix="compare") as pool:
+            futures = [
+                pool.submit(self._compare_one, {**chat, "model": model}, allowed_models) for model in models
+            ]
+            return [future.result() for future in futures]
+
+    def _compare_one(self, chat: dict[str, Any], allowed_models: Sequence[str] | None) -> dict[str, Any]:
+        started = time.perf_counter()
+        result: dict[str, Any] = {
+            "model": chat["model"],
+            "content": None,
+            "finish_reason": None,
+            "usage": None,
+            "cost": None,
+            "latency_ms": None,
+            "time_to_first_token_ms": None,
+            "error": None,
+        }
+        chunks: list[dict[str, Any]] = []
+        try:
+            entry, _, _ = self.route(chat["model"], allowed_models)
+            for chunk in self.stream(chat, allowed_models):
+                if chunk is HEARTBEAT:
+                    continue
+                if result["time_to_first_token_ms"] is None and any(
+                    (choice.get("delta") or {}).get("content")
+                    or (choice.get("delta") or {}).get("tool_calls")
+                    for choice in chunk.get("choices") or []
+                ):
+                    result["time_to_first_token_ms"] = round((time.perf_counter() - started) * 1000, 1)
+                chunks.append(chunk)
+            completion = collect_completion(chunks, chat["model"])
+            choice = completion["choices"][0] if completion["choices"] else {}
+            message = choice.get("message") or {}
+            result["content"] = message.get("content")
+            if message.get("tool_calls"):
+                result["tool_calls"] = message["tool_calls"]
+            result["finish_reason"] = choice.get("finish_reason")
+            result["usage"] = completion.get("usage")
+            if result["usage"]:
+                result["cost"] = entry.cost(
+                    result["usage"].get("prompt_tokens", 0), result["usage"].get("completion_tokens", 0)
+                )
+        except ApiError as error:
+            result["error"] = {"code": error.code, "message": error.message, "status": error.status}
+        result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        return result

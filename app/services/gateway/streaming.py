@@ -1,0 +1,83 @@
+"""Relay a provider's chunk stream through a queue, so the request can keep time while it waits.
+
+The producer thread (a greenlet under gevent) reads the upstream; the consumer waits with a timeout,
+which enforces LLM_FIRST_TOKEN_TIMEOUT and LLM_STREAM_IDLE_TIMEOUT and emits heartbeats while the
+upstream is silent. Writing a heartbeat is how a disconnected client is noticed: the write fails,
+the generator is closed, and closing it closes the upstream response.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from app.errors import ProviderError
+
+HEARTBEAT = object()  # yielded while the upstream is silent; the route writes an SSE comment
+
+
+def relay(
+    source: Iterator[dict[str, Any]],
+    *,
+    provider: str,
+    first_chunk_timeout: float,
+    idle_timeout: float,
+    heartbeat_interval: float,
+    close_upstream: Callable[[], None],
+) -> Iterator[Any]:
+    items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=256)
+    stopped = threading.Event()
+
+    def produce() -> None:
+        try:
+            for chunk in source:
+                while not stopped.is_set():
+                    try:
+                        items.put(("chunk", chunk), timeout=0.5)
+                        break
+                    except queue.Full:
+                        continue
+                if stopped.is_set():
+                    return
+            items.put(("end", None))
+        except BaseException as error:  # handed to the consumer, which raises it in the request
+            if not stopped.is_set():
+                items.put(("error", error))
+
+    threading.Thread(target=produce, name=f"relay-{provider}", daemon=True).start()
+    deadline = time.monotonic() + first_chunk_timeout
+    waiting_for_first = True
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _timeout(provider, waiting_for_first, first_chunk_timeout, idle_timeout)
+            try:
+                kind, value = items.get(timeout=min(remaining, heartbeat_interval))
+            except queue.Empty:
+                if time.monotonic() >= deadline:
+                    raise _timeout(provider, waiting_for_first, first_chunk_timeout, idle_timeout) from None
+                yield HEARTBEAT
+                continue
+            if kind == "chunk":
+                waiting_for_first = False
+                deadline = time.monotonic() + idle_timeout
+                yield value
+            elif kind == "end":
+                return
+            else:
+                raise value
+    finally:
+        stopped.set()
+        close_upstream()
+
+
+def _timeout(provider: str, first: bool, first_timeout: float, idle_timeout: float) -> ProviderError:
+    if first:
+        message = f"{provider} sent no first token within {first_timeout:g} s"
+    else:
+        message = f"the stream from {provider} went silent for more than {idle_timeout:g} s"
+    return ProviderError(message, kind="timeout", provider=provider)
