@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev run serve test lint format bench clean
+.PHONY: install install-dev run serve test lint format bench bench-smoke clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,14 @@ lint: install-dev
 format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Side-by-side benchmark against nginx, LiteLLM and Portkey on loopback (several minutes): bench/README.md
+bench: install
+	$(BIN)/python bench/run.py
+
+# Every scenario for a few seconds against the gateway alone; fails if any errors (CI runs it).
+bench-smoke: install
+	$(BIN)/python bench/run.py --smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

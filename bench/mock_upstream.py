@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import time
 from typing import Any
@@ -25,6 +26,8 @@ DEFAULT_INTERVAL_MS = 20
 PROMPT_TOKENS = 9
 MAX_HEADER_BYTES = 64 * 1024
 
+_TASKS: set[asyncio.Future] = set()
+_TASKS: set[asyncio.Future] = set()
 _MODELS_BODY = json.dumps(
     {"object": "list", "data": [{"id": "mock", "object": "model", "created": 0, "owned_by": "bench"}]}
 ).encode()
@@ -163,7 +166,11 @@ class MockProtocol(asyncio.Protocol):
                 self._send_completion(model, close)
                 return
             self.busy = True
-            asyncio.ensure_future(self._answer_later(model, stream, include_usage, delay, chunks, interval, close))
+            task = asyncio.ensure_future(
+                self._answer_later(model, stream, include_usage, delay, chunks, interval, close)
+            )
+            _TASKS.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(_TASKS.discard)
         elif method == "GET" and path.endswith("/models"):
             self._send_simple(200, _MODELS_BODY, close)
         elif method == "GET" and path in ("/health", "/"):
@@ -176,7 +183,9 @@ class MockProtocol(asyncio.Protocol):
         return f"chatcmpl-mock{MockProtocol.counter}"
 
     def _send_simple(self, status: int, body: bytes, close: bool) -> None:
-        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 411: "Length Required"}.get(status, "Error")
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 411: "Length Required"}.get(
+            status, "Error"
+        )
         head = (
             f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n{'Connection: close' if close else 'Connection: keep-alive'}\r\n\r\n"
@@ -195,7 +204,14 @@ class MockProtocol(asyncio.Protocol):
             self.closed = True
 
     async def _answer_later(
-        self, model: str, stream: bool, include_usage: bool, delay: float, chunks: int, interval: float, close: bool
+        self,
+        model: str,
+        stream: bool,
+        include_usage: bool,
+        delay: float,
+        chunks: int,
+        interval: float,
+        close: bool,
     ) -> None:
         try:
             if delay > 0:
@@ -209,7 +225,9 @@ class MockProtocol(asyncio.Protocol):
         if self.buffer and not self.closed:
             self._process()
 
-    async def _stream(self, model: str, include_usage: bool, chunks: int, interval: float, close: bool) -> None:
+    async def _stream(
+        self, model: str, include_usage: bool, chunks: int, interval: float, close: bool
+    ) -> None:
         request_id, created = self._next_id(), int(time.time())
         head = (
             "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -248,14 +266,14 @@ async def serve(host: str, port: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=18100)
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def _cell(fmt: str, value: float | None) -> str:
 def _ratio(ours: float | None, other: float | None) -> str:
     if ours is None or other is None or other == 0:
         return "—"
-    return f"{ours / other:.2f}×"
+    return f"{ours / other:.2f}x"
 
 
 def table(figures: dict[str, dict], names: list[str], labels: dict[str, str]) -> list[str]:
@@ -111,5 +111,5 @@ def render(
     if failures:
         lines += ["", "## Errors seen", ""] + [f"- {f}" for f in failures]
     for index, sweep in enumerate(sweeps, 1):
-        lines += ["", f"## Sweep {index}", ""] + table(sweep, [n for n in names if n in sweep], labels)
+        lines += ["", f"## Sweep {index}", "", *table(sweep, [n for n in names if n in sweep], labels)]
     return "\n".join(lines) + "\n"

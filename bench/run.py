@@ -41,7 +41,7 @@ LOAD_CORE = 1
 
 
 def log(message: str) -> None:
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%H:%M:%S")
+    stamp = dt.datetime.now(dt.UTC).strftime("%H:%M:%S")
     print(f"[{stamp}] {message}", flush=True)
 
 
@@ -56,7 +56,9 @@ def ensure_debian(packages: dict[str, str]) -> None:
     if not missing:
         return
     if os.geteuid() != 0:
-        raise SystemExit(f"missing {', '.join(missing)}: install them (apt-get install -y {' '.join(missing)})")
+        raise SystemExit(
+            f"missing {', '.join(missing)}: install them (apt-get install -y {' '.join(missing)})"
+        )
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     install = ["apt-get", "install", "-y", "-q", *missing]
     if subprocess.run(install, env=env, check=False).returncode != 0:
@@ -70,7 +72,9 @@ def ensure_litellm() -> None:
     python = LITELLM_VENV / "bin/python"
     if python.exists():
         probe = "import importlib.metadata as m; print(m.version('litellm'))"
-        have = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=False).stdout.strip()
+        have = subprocess.run(
+            [str(python), "-c", probe], capture_output=True, text=True, check=False
+        ).stdout.strip()
         if have == wanted and (LITELLM_VENV / "bin/litellm").exists():
             return
     else:
@@ -104,7 +108,7 @@ def machine_info() -> list[str]:
         f"CPU: {cpu}, {os.cpu_count()} cores; memory {memory}",
         f"OS: {platform.system()} {platform.release()}; Python {platform.python_version()}",
         f"load: {wrk_version} (one thread), stream client: bench/stream_client.py (asyncio, raw sockets)",
-        f"date: {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
+        f"date: {dt.datetime.now(dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}",
     ]
 
 
@@ -128,11 +132,15 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--smoke", action="store_true", help="every scenario ~2 s, direct and gateway only")
     parser.add_argument("--targets", default="", help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
     parser.add_argument("--sweeps", type=int, default=0, help="how many times to run the whole sweep")
-    parser.add_argument("--app-python", default="", help="Python with the app's requirements (default: this one)")
+    parser.add_argument(
+        "--app-python", default="", help="Python with the app's requirements (default: this one)"
+    )
     parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_GATEWAY_WORKERS", "1")))
     parser.add_argument("--output", default="", help="markdown path (default results/latest.md or smoke.md)")
     parser.add_argument("--no-install", action="store_true", help="do not install missing tools")
@@ -149,7 +157,9 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> int:
     args = parse_args()
-    durations = scenarios.Durations(warmup=1, a=2, b=2, c=3, d_rounds=1) if args.smoke else scenarios.Durations()
+    durations = (
+        scenarios.Durations(warmup=1, a=2, b=2, c=3, d_rounds=1) if args.smoke else scenarios.Durations()
+    )
     if (os.cpu_count() or 1) >= 2:
         os.sched_setaffinity(0, {LOAD_CORE})  # the mock and load generators inherit this core
     if not args.no_install:
@@ -182,8 +192,10 @@ def main() -> int:
                 log(f"sweep {sweep_index + 1}/{args.sweeps}: {LABELS[name]}")
                 try:
                     target = start_target(name, mock, args)
-                except Exception as exc:  # noqa: BLE001  (a target that cannot start is reported, not fatal)
-                    failures.append(f"sweep {sweep_index + 1}, {LABELS[name]}: did not start: {exc}".split("\n")[0])
+                except Exception as exc:
+                    failures.append(
+                        f"sweep {sweep_index + 1}, {LABELS[name]}: did not start: {exc}".split("\n")[0]
+                    )
                     log(f"  {name} did not start: {exc}")
                     continue
                 if target is not mock:
@@ -196,7 +208,7 @@ def main() -> int:
                     failures += [f"sweep {sweep_index + 1}, {LABELS[name]}: {e}" for e in figures["errors"]]
                     for error in figures["errors"]:
                         log(f"  ERROR {error}")
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     failures.append(f"sweep {sweep_index + 1}, {LABELS[name]}: {type(exc).__name__}: {exc}")
                     log(f"  {name} failed: {exc}\n{traceback.format_exc()}")
                 finally:
@@ -231,7 +243,9 @@ def main() -> int:
         print(page)
     if failures:
         log(f"{len(failures)} error(s):\n  " + "\n  ".join(failures))
-    ran_everything = all(name in sweep for sweep in sweeps for name in args.targets) and len(sweeps) == args.sweeps
+    ran_everything = (
+        all(name in sweep for sweep in sweeps for name in args.targets) and len(sweeps) == args.sweeps
+    )
     if args.smoke:
         return 0 if (not failures and ran_everything) else 1
     # The comparison targets may legitimately time out under load; our own rows must be complete.

@@ -51,16 +51,21 @@ def run_wrk(target: Target, model: str, connections: int, seconds: float, timeou
     env = dict(os.environ)
     env["BENCH_MODEL"] = target.model(model)
     env["BENCH_AUTH"] = target.headers.get("Authorization", "")
-    env["BENCH_EXTRA_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in target.headers.items() if k != "Authorization")
+    env["BENCH_EXTRA_HEADERS"] = "\n".join(
+        f"{k}: {v}" for k, v in target.headers.items() if k != "Authorization"
+    )
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", f"--timeout={timeout_s:g}s"]
     argv += ["-s", str(WRK_SCRIPT), target.chat_url]
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=seconds + timeout_s + 60, check=False)
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=seconds + timeout_s + 60, check=False
+    )
     for line in done.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             stats = json.loads(line[len("BENCH_JSON ") :])
             stats["rps"] = stats["requests"] / (stats["duration_us"] / 1e6)
             stats["errors"] = sum(
-                stats[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+                stats[k]
+                for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
             )
             return stats
     raise ScenarioError(f"wrk gave no summary (exit {done.returncode}): {done.stderr.strip()[:500]}")
@@ -136,7 +141,9 @@ def run_all(target: Target, durations: Durations, log: callable) -> dict:
         if stats["requests"] == 0 or stats["errors"]:
             figures["errors"].append(
                 f"({name}) {stats['errors']} errors of {stats['requests']} requests: "
-                + ", ".join(f"{k}={stats[k]}" for k in ("connect_errors", "read_errors", "status_errors", "timeouts"))
+                + ", ".join(
+                    f"{k}={stats[k]}" for k in ("connect_errors", "read_errors", "status_errors", "timeouts")
+                )
             )
 
     stats = run_wrk(target, FAST_MODEL, 1, durations.a)
@@ -153,7 +160,9 @@ def run_all(target: Target, durations: Durations, log: callable) -> dict:
         stats = run_wrk(target, SLOW_MODEL, 256, durations.c, timeout_s=10)
     check("c", stats)
     figures.update(c_rps=stats["rps"], c_p99_ms=_ms(stats["p99_us"]), e_rss_mb=sampler.peak / 2**20)
-    log(f"  (c) {figures['c_rps']:.0f} req/s  p99 {figures['c_p99_ms']:.0f} ms   (e) peak RSS {figures['e_rss_mb']:.0f} MB")
+    log(
+        f"  (c) {figures['c_rps']:.0f} req/s  p99 {figures['c_p99_ms']:.0f} ms   (e) peak RSS {figures['e_rss_mb']:.0f} MB"
+    )
 
     outcome = asyncio.run(
         run_streams(target.chat_url, target.headers, target.model(STREAM_MODEL), 64, durations.d_rounds)

@@ -7,6 +7,7 @@ spawns) to the other core. A Target says how a client reaches it: URL, headers a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -37,15 +38,21 @@ def free_port() -> int:
 
 
 def http_json(
-    method: str, url: str, body: dict | None = None, headers: dict[str, str] | None = None, timeout: float = 10
+    method: str,
+    url: str,
+    body: dict | None = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10,
 ) -> tuple[int, dict]:
     """One loopback JSON request; returns status and parsed body (empty dict if not JSON)."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     for name, value in (headers or {}).items():
         request.add_header(name, value)
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  (loopback only)
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
@@ -79,7 +86,9 @@ class Target:
     def root_pids(self) -> list[int]:
         return [p.pid for p in self.processes if p.poll() is None]
 
-    def spawn(self, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> None:
+    def spawn(
+        self, argv: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> None:
         """Start one process of this target in a new session, output to `log`."""
         log.parent.mkdir(parents=True, exist_ok=True)
         handle = log.open("ab")
@@ -127,19 +136,15 @@ class Target:
         """SIGTERM each process group, then SIGKILL what is left after 10 s."""
         for proc in self.processes:
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         deadline = time.monotonic() + 10
         for proc in self.processes:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=5)
         self.processes.clear()
 
@@ -155,7 +160,9 @@ def start_mock(run_dir: Path) -> Target:
     """The upstream every target forwards to; its own target is `direct`."""
     port = free_port()
     target = Target("direct", "direct to mock (the limit)", base_url=f"http://127.0.0.1:{port}/v1")
-    target.spawn([sys.executable, str(BENCH_DIR / "mock_upstream.py"), "--port", str(port)], run_dir / "mock.log")
+    target.spawn(
+        [sys.executable, str(BENCH_DIR / "mock_upstream.py"), "--port", str(port)], run_dir / "mock.log"
+    )
     target.headers = {"Authorization": f"Bearer {MOCK_API_KEY}"}
     target.version = f"Python {sys.version.split()[0]} asyncio"
     target.wait_ready("mock", timeout_s=15)
@@ -270,11 +277,17 @@ def start_gateway(run_dir: Path, upstream: Target, python: str, workers: int, mo
 
 def _gateway_credential(api: str) -> str:
     """Register a bench user and return an API key, or its JWT where /api/keys does not exist."""
-    user = {"username": "benchuser", "email": "bench@example.com", "password": secrets.token_urlsafe(18) + "aA1!"}
+    user = {
+        "username": "benchuser",
+        "email": "bench@example.com",
+        "password": secrets.token_urlsafe(18) + "aA1!",
+    }
     status, body = http_json("POST", f"{api}/auth/register", user)
     if status not in (200, 201):
         raise RuntimeError(f"gateway: register answered {status}: {body}")
-    status, body = http_json("POST", f"{api}/auth/login", {"username": user["username"], "password": user["password"]})
+    status, body = http_json(
+        "POST", f"{api}/auth/login", {"username": user["username"], "password": user["password"]}
+    )
     token = body.get("access_token") or (body.get("data") or {}).get("access_token")
     if status != 200 or not token:
         raise RuntimeError(f"gateway: login answered {status}: {body}")
@@ -291,7 +304,10 @@ def _gateway_version(python: str) -> str:
     probe = "import app.version as v; print(getattr(v, '__version__', getattr(v, 'VERSION', '?')))"
     out = subprocess.run([python, "-c", probe], cwd=REPO_DIR, capture_output=True, text=True, check=False)
     commit = subprocess.run(
-        ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+        ["git", "-C", str(REPO_DIR), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     return f"{out.stdout.strip() or '?'} ({commit.stdout.strip() or 'no git'})"
 
@@ -342,7 +358,11 @@ def start_litellm(run_dir: Path, upstream: Target, models: list[str]) -> Target:
         env=env,
     )
     version = subprocess.run(
-        [str(LITELLM_VENV / "bin/python"), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        [
+            str(LITELLM_VENV / "bin/python"),
+            "-c",
+            "import importlib.metadata as m; print(m.version('litellm'))",
+        ],
         capture_output=True,
         text=True,
         check=False,
