@@ -114,6 +114,8 @@ def machine_info() -> list[str]:
 
 def start_target(name: str, mock: Target, args: argparse.Namespace) -> Target:
     run_dir = RUN_DIR / name
+    shutil.rmtree(run_dir, ignore_errors=True)  # a fresh database and config per start
+    run_dir.mkdir(parents=True)
     if name == "direct":
         return mock
     if name == "nginx":
@@ -176,7 +178,6 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     shutil.rmtree(RUN_DIR, ignore_errors=True)
     RUN_DIR.mkdir(parents=True)
-    live: list[Target] = []
     sweeps: list[dict[str, dict]] = []
     versions: dict[str, str] = {}
     notes: dict[str, str] = {}
@@ -184,7 +185,6 @@ def main() -> int:
     started = time.monotonic()
     try:
         mock = targets.start_mock(RUN_DIR)
-        live.append(mock)
         notes["direct"] = "the mock upstream itself (bench/mock_upstream.py); its RSS is the mock's"
         for sweep_index in range(args.sweeps):
             sweep: dict[str, dict] = {}
@@ -198,8 +198,6 @@ def main() -> int:
                     )
                     log(f"  {name} did not start: {exc}")
                     continue
-                if target is not mock:
-                    live.append(target)
                 versions[name] = target.version
                 notes[name] = notes.get(name) or target.note
                 try:
@@ -214,14 +212,13 @@ def main() -> int:
                 finally:
                     if target is not mock:
                         target.stop()
-                        live.remove(target)
                 scenarios.wait_quiet()
             sweeps.append(sweep)
     except KeyboardInterrupt:
         log("interrupted: stopping everything")
         failures.append("interrupted")
     finally:
-        for target in reversed(live):
+        for target in reversed(targets.RUNNING[:]):
             target.stop()
 
     settings = [

@@ -28,6 +28,9 @@ LITELLM_VENV = BENCH_DIR / ".venv-litellm"
 PORTKEY_BUNDLE = BENCH_DIR / "node_modules/@portkey-ai/gateway/build/start-server.js"
 MOCK_API_KEY = "sk-bench-mock"
 GATEWAY_CORE = "0"
+# Every target with a process started, until stop(): the runner stops whatever is left here on exit,
+# including a target that failed half-way through starting.
+RUNNING: list[Target] = []
 
 
 def free_port() -> int:
@@ -99,6 +102,8 @@ class Target:
         )
         handle.close()
         self.log_paths.append(log)
+        if self not in RUNNING:
+            RUNNING.append(self)
 
     def wait_ready(self, model: str, timeout_s: float = 90.0) -> None:
         """Poll with a real chat completion until it answers 200, or fail with the log tail."""
@@ -147,6 +152,8 @@ class Target:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         self.processes.clear()
+        if self in RUNNING:
+            RUNNING.remove(self)
 
 
 def pinned(argv: list[str]) -> list[str]:
@@ -219,7 +226,8 @@ def start_gateway(run_dir: Path, upstream: Target, python: str, workers: int, mo
     """Our gateway: production config (gunicorn.conf.py), one user with an API key."""
     port = free_port()
     data_dir = run_dir / "gateway"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    data_dir.mkdir(parents=True)
     env = dict(os.environ)
     env.update(
         {
