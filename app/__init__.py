@@ -52,6 +52,8 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app import models  # noqa: F401  (registers the tables)
     from app.middleware.auth_middleware import load_identity
     from app.middleware.request_context import check_json_body, start_request, tag_response
+    from app.services.api_key_verifier import ApiKeyVerifier
+    from app.services.external_proxy import ExternalProxy, settings_from_config
     from app.services.revocation import DatabaseRevocations, RedisRevocations
     from app.utils.redis_client import redis_from_url
 
@@ -68,17 +70,20 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     app.before_request(start_request)
     app.before_request(check_json_body)
     app.before_request(load_identity)
-    limiter.init_app(app)
+    # after_request hooks run last-registered-first: tag_response must see the limiter's headers.
     app.after_request(tag_response)
+    limiter.init_app(app)
 
     redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
     app.extensions["redis"] = redis_client
     app.extensions["gateway"] = _build_gateway(settings)
+    app.extensions["external"] = ExternalProxy(settings_from_config(settings))
     app.extensions["revocations"] = (
         RedisRevocations(redis_client, settings.JWT_REFRESH_TOKEN_EXPIRES)
         if redis_client
         else DatabaseRevocations()
     )
+    app.extensions["api_keys"] = ApiKeyVerifier(redis_client)
 
 
 def _build_gateway(settings: Config) -> Any:
@@ -99,10 +104,12 @@ def _build_gateway(settings: Config) -> Any:
 
 
 def _register_blueprints(app: OpenAPI) -> None:
-    from app.routes import api, auth, compare, llm
+    from app.routes import api, auth, compare, external, keys, llm
 
     app.register_api(auth.bp)
     app.register_api(api.bp)
+    app.register_api(keys.bp)
+    app.register_api(external.bp)
     app.register_api(llm.bp)
     app.register_api(compare.bp)
 

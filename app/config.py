@@ -136,6 +136,9 @@ class Config:
         self.AUTH_RATE_LIMIT = env_str("AUTH_RATE_LIMIT", "10 per minute")
         self.RATELIMIT_STORAGE_URI = env_str("RATE_LIMIT_STORAGE_URL", "memory://")
         self.RATELIMIT_HEADERS_ENABLED = True
+        # Flask-Limiter would put its own Retry-After on every response, over a provider's; it gets its
+        # own name, and tag_response turns it into Retry-After on the limiter's 429s only.
+        self.RATELIMIT_HEADER_RETRY_AFTER = "X-RateLimit-Retry-After"
         self.RATELIMIT_KEY_PREFIX = "mla-limit"
 
         self.CORS_ORIGINS = env_list("CORS_ORIGINS") or ["*"]
@@ -151,6 +154,7 @@ class Config:
         self.EXTERNAL_API_ALLOWED_HOSTS = env_list("EXTERNAL_API_ALLOWED_HOSTS")
         self.EXTERNAL_API_ALLOW_PRIVATE_NETWORKS = env_list("EXTERNAL_API_ALLOW_PRIVATE_NETWORKS")
         self.EXTERNAL_API_ALLOWED_PORTS = env_str("EXTERNAL_API_ALLOWED_PORTS", "80,443,1024-65535")
+        self.EXTERNAL_API_CA_BUNDLE = env_str("EXTERNAL_API_CA_BUNDLE")
 
         self.MODELS_CONFIG = env_str("MODELS_CONFIG")
         self.LLM_REQUEST_TIMEOUT = env_float("LLM_REQUEST_TIMEOUT", 600.0, minimum=0.1)

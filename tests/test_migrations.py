@@ -24,7 +24,7 @@ def test_upgrade_to_head_matches_the_models(make_app):
         with db.engine.connect() as connection:
             differences = compare_metadata(MigrationContext.configure(connection), db.metadata)
         assert differences == []
-        assert {"users", "auth_sessions"} <= set(inspect(db.engine).get_table_names())
+        assert {"users", "auth_sessions", "api_keys"} <= set(inspect(db.engine).get_table_names())
         downgrade(directory=MIGRATIONS, revision="base")
         assert "users" not in inspect(db.engine).get_table_names()
         with db.engine.begin() as connection:

@@ -1,7 +1,8 @@
 """Who is calling: read the bearer credential once per request, enforce it with decorators.
 
-`load_identity` runs before the rate limiter (so limits are per user) and never fails the request;
-the decorators below turn a missing or bad credential into a 401 on the routes that need one.
+The bearer credential is a JWT access token or an API key ("mla-..."). `load_identity` runs before the
+rate limiter (so limits are per user) and never fails the request; the decorators below turn a missing
+or bad credential into a 401 on the routes that need one, and a key on a login-only route into a 403.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Any, TypeVar
 
 from flask import current_app, g, request
 
-from app.errors import ApiError, InvalidToken, Unauthorized
+from app.errors import ApiError, Forbidden, InvalidToken, Unauthorized
+from app.services.api_key_verifier import API_KEY_PREFIX
 from app.services.auth_service import decode_claims
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -24,6 +26,8 @@ class Identity:
     user_id: int
     session_id: str | None  # the login behind a JWT; None for API keys
     via: str  # "jwt" or "api_key"
+    api_key_id: int | None = None
+    allowed_models: tuple[str, ...] | None = None  # None: every model (always None for a JWT)
 
 
 def bearer_token() -> str | None:
@@ -42,6 +46,9 @@ def load_identity() -> None:
         if "Authorization" in request.headers:
             g.auth_error = Unauthorized("The Authorization header must be 'Bearer <token>'.")
         return
+    if token.startswith(API_KEY_PREFIX):
+        _load_api_key(token)
+        return
     try:
         claims = decode_claims(token, expected_type="access")
         if current_app.extensions["revocations"].is_revoked(claims.session_id):
@@ -50,6 +57,21 @@ def load_identity() -> None:
         g.auth_error = error
         return
     g.identity = Identity(user_id=claims.user_id, session_id=claims.session_id, via="jwt")
+
+
+def _load_api_key(secret: str) -> None:
+    try:
+        key = current_app.extensions["api_keys"].verify(secret)
+    except ApiError as error:
+        g.auth_error = error
+        return
+    g.identity = Identity(
+        user_id=key.user_id,
+        session_id=None,
+        via="api_key",
+        api_key_id=key.key_id,
+        allowed_models=key.models,
+    )
 
 
 def current_identity() -> Identity:
@@ -62,7 +84,7 @@ def current_identity() -> Identity:
 
 
 def login_required(func: F) -> F:
-    """The route needs a valid access token (or, once they exist, an API key)."""
+    """The route needs a valid access token or API key."""
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -70,3 +92,20 @@ def login_required(func: F) -> F:
         return func(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def jwt_required(func: F) -> F:
+    """The route needs a login's access token: API keys get 403, so a leaked key cannot mint others."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if current_identity().via != "jwt":
+            raise Forbidden("API keys cannot be used here: this endpoint needs the access token of a login.")
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def model_allowed(identity: Identity, model_name: str) -> bool:
+    """Whether the caller may use this model: keys can be limited to a list; logins cannot."""
+    return identity.allowed_models is None or model_name in identity.allowed_models

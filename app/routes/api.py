@@ -6,7 +6,7 @@ from flask_openapi3 import APIBlueprint, Tag, validate_request
 from sqlalchemy import text
 
 from app.extensions import db, limiter
-from app.middleware.auth_middleware import current_identity, login_required
+from app.middleware.auth_middleware import current_identity, jwt_required, login_required
 from app.models import User
 from app.routes.docs import BEARER
 from app.schemas.auth import HealthResponse, ProfileUpdateRequest, UserResponse
@@ -41,10 +41,16 @@ def profile():
 
 @bp.patch(
     "/profile",
-    responses={200: UserResponse, 400: ErrorResponse, 401: ErrorResponse, 409: ErrorResponse},
+    responses={
+        200: UserResponse,
+        400: ErrorResponse,
+        401: ErrorResponse,
+        403: ErrorResponse,
+        409: ErrorResponse,
+    },
     security=BEARER,
 )
-@login_required
+@jwt_required
 @validate_request()
 def update_profile(body: ProfileUpdateRequest):
     """Change the email or the password; a new password logs out every other login."""

@@ -5,7 +5,7 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from app.errors import Unauthorized
 from app.extensions import limiter
-from app.middleware.auth_middleware import bearer_token, current_identity, login_required
+from app.middleware.auth_middleware import bearer_token, current_identity, jwt_required
 from app.routes.docs import BEARER
 from app.schemas.auth import (
     LoginRequest,
@@ -76,8 +76,8 @@ def refresh():
     return auth_service.rotate_refresh_token(token)
 
 
-@bp.post("/logout", responses={200: MessageResponse, 401: ErrorResponse}, security=BEARER)
-@login_required
+@bp.post("/logout", responses={200: MessageResponse, 401: ErrorResponse, 403: ErrorResponse}, security=BEARER)
+@jwt_required
 def logout():
     identity = current_identity()
     if identity.session_id:

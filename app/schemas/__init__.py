@@ -1,0 +1,1 @@
+"""Request and response schemas (pydantic v2): they validate bodies and feed /openapi.json."""

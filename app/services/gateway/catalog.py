@@ -172,7 +172,7 @@ def _interpolate(value: Any, environ: Mapping[str, str], place: str) -> Any:
         def substitute(match: re.Match[str]) -> str:
             name = match.group(1)
             if name not in environ:
-                raise ConfigError(f"{place}: ${{{name}}} is not set in the environment")
+                raise ConfigError(f"{place.lstrip('.')}: ${{{name}}} is not set in the environment")
             return environ[name]
 
         return _INTERPOLATION.sub(substitute, value)
@@ -194,7 +194,10 @@ def _load_file(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, Provid
         raise ConfigError(
             f"MODELS_CONFIG {path}:{where}: invalid YAML: {getattr(error, 'problem', error)}"
         ) from None
-    raw = _interpolate(raw, environ, "")
+    try:
+        raw = _interpolate(raw, environ, "")
+    except ConfigError as error:
+        raise ConfigError(f"MODELS_CONFIG {path}: {error}") from None
     try:
         parsed = _CatalogFile.model_validate(raw)
     except ValidationError as error:

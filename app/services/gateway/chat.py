@@ -58,15 +58,29 @@ class Gateway:
         if adapter.is_local:
             return iter(adapter.local_stream(chat, target.model))
         request = adapter.chat_request(chat, target.model, stream=True)
-        response = open_response(self.client, adapter, request, read_timeout=self.timeouts.stream_idle)
-        chunks = adapter.parse_stream(iter_lines(response, provider.name), target.model)
+        opened: list[Any] = []
+
+        def chunks() -> Iterator[dict[str, Any]]:
+            # Opened inside the relay, so waiting for the response headers counts against the first-token
+            # deadline too; an error status still surfaces before the first chunk, as an exception.
+            response = open_response(self.client, adapter, request, read_timeout=self.timeouts.stream_idle)
+            opened.append(response)
+            try:
+                yield from adapter.parse_stream(iter_lines(response, provider.name), target.model)
+            finally:
+                response.close()
+
+        def close_upstream() -> None:
+            for response in opened:
+                response.close()
+
         return relay(
-            chunks,
+            chunks(),
             provider=provider.name,
             first_chunk_timeout=self.timeouts.first_chunk,
             idle_timeout=self.timeouts.stream_idle,
             heartbeat_interval=self.timeouts.heartbeat,
-            close_upstream=response.close,
+            close_upstream=close_upstream,
         )
 
     def embed(
