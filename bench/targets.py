@@ -277,14 +277,16 @@ def start_gateway(run_dir: Path, upstream: Target, python: str, workers: int, mo
         if time.monotonic() > deadline or any(p.poll() is not None for p in target.processes):
             raise RuntimeError(f"gateway did not start\n{target.log_tail()}")
         time.sleep(0.3)
-    target.headers = {"Authorization": f"Bearer {_gateway_credential(api)}"}
-    target.note = f"gunicorn.conf.py, {workers} worker(s), {env.get('GUNICORN_WORKER_CLASS', 'gevent')}"
+    credential, kind = _gateway_credential(api)
+    target.headers = {"Authorization": f"Bearer {credential}"}
+    worker_class = env.get("GUNICORN_WORKER_CLASS", "gevent")
+    target.note = f"gunicorn.conf.py, {workers} worker(s), {worker_class}; rate limits on; calls authenticated by {kind}"
     target.wait_ready(models[0], timeout_s=30)
     return target
 
 
-def _gateway_credential(api: str) -> str:
-    """Register a bench user and return an API key, or its JWT where /api/keys does not exist."""
+def _gateway_credential(api: str) -> tuple[str, str]:
+    """Register a bench user; its API key, or its JWT where /api/keys does not exist, and which."""
     user = {
         "username": "benchuser",
         "email": "bench@example.com",
@@ -301,11 +303,11 @@ def _gateway_credential(api: str) -> str:
         raise RuntimeError(f"gateway: login answered {status}: {body}")
     status, body = http_json("POST", f"{api}/keys", {"name": "bench"}, {"Authorization": f"Bearer {token}"})
     if status == 404:
-        return token
+        return token, "a JWT access token (no /api/keys)"
     key = body.get("key") or (body.get("data") or {}).get("key")
     if status not in (200, 201) or not key:
         raise RuntimeError(f"gateway: POST /api/keys answered {status}: {body}")
-    return key
+    return key, "an API key"
 
 
 def _gateway_version(python: str) -> str:
