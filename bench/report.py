@@ -105,6 +105,13 @@ def render(
         "",
     ]
     lines += table(combine(sweeps), names, labels)
+    lines += [
+        "",
+        "Reading it: nginx is the floor any proxy pays here, core crossing included (see its p99 in (a)). "
+        "wrk leaves requests slower than its 10 s timeout out of its percentiles; the 'failed or over 10 s' "
+        "rows count them, so a p99 next to a non-zero count there is optimistic. In (c), direct shows how much "
+        "of the ideal 512/s a 20 s window leaves (the last in-flight round is not counted).",
+    ]
     lines += ["", "## Targets and versions", ""]
     for name in names:
         extra = f"; {notes[name]}" if notes.get(name) else ""
