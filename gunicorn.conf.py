@@ -18,9 +18,24 @@ worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
 # Streams can be long; gevent workers heartbeat on their own, so this only bounds a stuck worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+# SIGTERM: /api/ready turns 503 for DRAIN_DELAY seconds, then in-flight requests and streams get this long.
+graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT", os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30")))
 keepalive = 5
 preload_app = False
 accesslog = None  # the app writes its own JSON access log line per request
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def post_worker_init(worker):
+    from app.services.lifecycle import install_drain_handler
+
+    install_drain_handler(worker, delay=float(os.environ.get("DRAIN_DELAY", "0")))
+
+
+def worker_exit(server, worker):
+    from app.services.lifecycle import flush_writers
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        flush_writers(app)

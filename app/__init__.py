@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
@@ -35,6 +36,7 @@ def create_app(config: str | Config | None = None) -> OpenAPI:
         static_folder=None,
     )
     app.config.from_object(settings)
+    _ensure_sqlite_directory(settings.SQLALCHEMY_DATABASE_URI)
     app.json = OrjsonProvider(app)
     if settings.TRUSTED_PROXIES:
         # Behind N proxies, X-Forwarded-For names the client (rate limits are per client address).
@@ -48,11 +50,19 @@ def create_app(config: str | Config | None = None) -> OpenAPI:
     return app
 
 
+def _ensure_sqlite_directory(url: str) -> None:
+    """A fresh checkout has no instance/ folder; SQLite creates the file but not its directory."""
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        os.makedirs(os.path.dirname(url[len("sqlite:///") :]) or ".", exist_ok=True)
+
+
 def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app import models  # noqa: F401  (registers the tables)
     from app.middleware.auth_middleware import load_identity
     from app.middleware.request_context import check_json_body, start_request, tag_response
+    from app.models import ExternalCall
     from app.services.api_key_verifier import ApiKeyVerifier
+    from app.services.batch_writer import BatchWriter
     from app.services.external_proxy import ExternalProxy, settings_from_config
     from app.services.revocation import DatabaseRevocations, RedisRevocations
     from app.utils.redis_client import redis_from_url
@@ -78,6 +88,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     app.extensions["redis"] = redis_client
     app.extensions["gateway"] = _build_gateway(settings)
     app.extensions["external"] = ExternalProxy(settings_from_config(settings))
+    app.extensions["external_audit"] = BatchWriter(app, ExternalCall, interval=settings.BATCH_FLUSH_INTERVAL)
     app.extensions["revocations"] = (
         RedisRevocations(redis_client, settings.JWT_REFRESH_TOKEN_EXPIRES)
         if redis_client

@@ -74,6 +74,8 @@ def make_app(backend: dict[str, Any]) -> Iterator[Callable[..., Any]]:
         return app
 
     yield factory
+    for built in apps:
+        built.extensions["external_audit"].flush()  # rows queued by this test belong to this database
     if apps:
         with apps[0].app_context():
             db.session.remove()

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from flask import current_app
-from flask_openapi3 import APIBlueprint, Tag, validate_request
+from flask_openapi3 import APIBlueprint, Tag
 
 from app.middleware.auth_middleware import current_identity, login_required
+from app.middleware.validation import validated
 from app.routes.docs import BEARER
 from app.schemas.llm import CompareRequest
 
@@ -12,7 +13,7 @@ bp = APIBlueprint("compare", __name__, url_prefix="/api/llm", abp_tags=[Tag(name
 
 @bp.post("/compare", security=BEARER)
 @login_required
-@validate_request()
+@validated
 def compare(body: CompareRequest):
     """Send one prompt to 2 to 8 models at once and return their answers side by side."""
     chat = body.to_chat()

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from flask import current_app, request
-from flask_openapi3 import APIBlueprint, Tag, validate_request
+from flask_openapi3 import APIBlueprint, Tag
 from pydantic import BaseModel, Field
 
 from app.middleware.auth_middleware import current_identity, login_required
+from app.middleware.validation import validated
 from app.routes.docs import BEARER
 from app.schemas.common import ErrorResponse
 from app.schemas.external import ExternalGetRequest, ExternalRequest
@@ -45,7 +46,10 @@ def _call(method: str, body: ExternalRequest) -> dict:
         # Only this header of the caller's own request travels on: it makes a POST safe to retry.
         idempotency_key=request.headers.get("Idempotency-Key"),
         on_finish=lambda audit: external_proxy.record_call(
-            identity.user_id, getattr(identity, "api_key_id", None), audit
+            current_app.extensions["external_audit"],
+            identity.user_id,
+            getattr(identity, "api_key_id", None),
+            audit,
         ),
     )
     return result.to_response()
@@ -53,7 +57,7 @@ def _call(method: str, body: ExternalRequest) -> dict:
 
 @bp.post("/get", security=BEARER, responses=RESPONSES)
 @login_required
-@validate_request()
+@validated
 def external_get(body: ExternalGetRequest):
     """GET a URL (params become its query string)."""
     return _call("GET", body)
@@ -61,7 +65,7 @@ def external_get(body: ExternalGetRequest):
 
 @bp.post("/post", security=BEARER, responses=RESPONSES)
 @login_required
-@validate_request()
+@validated
 def external_post(body: ExternalRequest):
     """POST to a URL; retried only when safe (connect errors, 429/503 with Retry-After, or an Idempotency-Key)."""
     return _call("POST", body)
@@ -69,7 +73,7 @@ def external_post(body: ExternalRequest):
 
 @bp.post("/put", security=BEARER, responses=RESPONSES)
 @login_required
-@validate_request()
+@validated
 def external_put(body: ExternalRequest):
     """PUT to a URL."""
     return _call("PUT", body)
@@ -77,7 +81,7 @@ def external_put(body: ExternalRequest):
 
 @bp.post("/delete", security=BEARER, responses=RESPONSES)
 @login_required
-@validate_request()
+@validated
 def external_delete(body: ExternalRequest):
     """DELETE a URL."""
     return _call("DELETE", body)
@@ -85,6 +89,8 @@ def external_delete(body: ExternalRequest):
 
 @bp.get("/history", security=BEARER, responses={401: ErrorResponse})
 @login_required
+@validated
 def external_history(query: HistoryQuery):
     """The caller's external calls, newest first."""
-    return external_proxy.history(current_identity().user_id, query.page, query.per_page)
+    writer = current_app.extensions["external_audit"]
+    return external_proxy.history(writer, current_identity().user_id, query.page, query.per_page)

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
-from flask_openapi3 import APIBlueprint, Tag, validate_request
+from flask_openapi3 import APIBlueprint, Tag
 
 from app.middleware.auth_middleware import current_identity, jwt_required
+from app.middleware.validation import validated
 from app.routes.docs import BEARER
 from app.schemas.api_keys import ApiKeyCreated, ApiKeyCreateRequest, ApiKeyList, ApiKeyPath
 from app.schemas.auth import MessageResponse
@@ -17,7 +18,7 @@ _AUTH_ERRORS = {401: ErrorResponse, 403: ErrorResponse}
 
 @bp.post("", responses={201: ApiKeyCreated, 400: ErrorResponse, **_AUTH_ERRORS}, security=BEARER)
 @jwt_required
-@validate_request()
+@validated
 def create_key(body: ApiKeyCreateRequest):
     """Create a key; the secret is in this response only."""
     key, secret = api_key_service.create_key(

@@ -9,10 +9,11 @@ from typing import Any
 
 import orjson
 from flask import Response, current_app, stream_with_context
-from flask_openapi3 import APIBlueprint, Tag, validate_request
+from flask_openapi3 import APIBlueprint, Tag
 
 from app.errors import ApiError, ProviderError
 from app.middleware.auth_middleware import current_identity, login_required
+from app.middleware.validation import validated
 from app.routes.docs import BEARER
 from app.schemas.llm import ChatCompletionRequest, EmbeddingsRequest
 from app.services.gateway.chat import Gateway
@@ -33,7 +34,7 @@ def allowed_models() -> tuple[str, ...] | None:
 
 @bp.post("/chat/completions", security=BEARER)
 @login_required
-@validate_request()
+@validated
 def chat_completions(body: ChatCompletionRequest):
     """Create a chat completion, or stream it as server-sent events."""
     chat = body.to_chat()
@@ -103,7 +104,7 @@ def _error_event(error: ApiError) -> bytes:
 
 @bp.post("/embeddings", security=BEARER)
 @login_required
-@validate_request()
+@validated
 def embeddings(body: EmbeddingsRequest):
     """Embed a string or a list of strings."""
     inputs = [body.input] if isinstance(body.input, str) else list(body.input)

@@ -11,6 +11,8 @@ import httpx
 from app.config import Config, ConfigError
 from app.extensions import db
 from app.models import ExternalCall
+from app.models.user import utcnow
+from app.services.batch_writer import BatchWriter
 from app.services.external_api_service import ExternalApiSettings, ExternalCallAudit, build_client
 from app.utils.egress_guard import EgressPolicy
 from app.version import __version__
@@ -78,10 +80,10 @@ class ExternalProxy:
         return self._client
 
 
-def record_call(user_id: int, api_key_id: int | None, audit: ExternalCallAudit) -> None:
-    """One audit row per call; the call already took network time, so one insert here costs little."""
-    db.session.add(
-        ExternalCall(
+def record_call(writer: BatchWriter, user_id: int, api_key_id: int | None, audit: ExternalCallAudit) -> None:
+    """Queue one audit row per call; the batch writer inserts it off the request path."""
+    writer.add(
+        dict(
             user_id=user_id,
             api_key_id=api_key_id,
             method=audit.method,
@@ -93,12 +95,13 @@ def record_call(user_id: int, api_key_id: int | None, audit: ExternalCallAudit) 
             attempts=audit.attempts,
             bytes_received=audit.bytes_received,
             elapsed_ms=audit.elapsed_ms,
+            created_at=utcnow(),
         )
     )
-    db.session.commit()
 
 
-def history(user_id: int, page: int, per_page: int) -> dict[str, Any]:
+def history(writer: BatchWriter, user_id: int, page: int, per_page: int) -> dict[str, Any]:
+    writer.flush()  # a caller reads its own calls, even those made a moment ago in this process
     query = db.select(ExternalCall).where(ExternalCall.user_id == user_id).order_by(ExternalCall.id.desc())
     found = db.paginate(query, page=page, per_page=per_page, error_out=False)
     return {

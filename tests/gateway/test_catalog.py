@@ -90,3 +90,21 @@ def test_invalid_files_name_the_file_the_place_and_the_reason(tmp_path, text, en
 def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="cannot be read"):
         load_catalog(str(tmp_path / "absent.yaml"), {})
+
+
+def test_the_shipped_example_file_loads():
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[2] / "models.example.yaml"
+    catalog = load_catalog(
+        str(example),
+        {
+            "OPENAI_API_KEY": "k",
+            "ANTHROPIC_API_KEY": "a",
+            "AZURE_OPENAI_API_KEY": "z",
+            "AZURE_OPENAI_ENDPOINT": "https://r.example",
+        },
+    )
+    assert catalog.resolve("fast").cost(1_000_000, 0) == pytest.approx(0.15)
+    assert catalog.resolve("smart").targets[0].provider == "claude"
+    assert "openai/gpt-4o-mini" in catalog.models

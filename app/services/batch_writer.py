@@ -1,0 +1,100 @@
+"""Write rows in batches from a background thread, so the request path never waits on an INSERT.
+
+Rows are queued in memory and inserted every `interval` seconds (or as soon as `max_batch` are waiting)
+in one transaction. A failed insert keeps the rows for the next try, up to `max_pending`; beyond that
+the oldest are dropped and counted, so a dead database cannot exhaust memory. `flush()` writes what is
+waiting now; it runs at exit and on SIGTERM through the server's shutdown hook. What a SIGKILL can lose
+is what was queued and not yet flushed: at most `interval` seconds of rows.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from collections import deque
+from typing import Any
+
+from flask import Flask
+
+from app.extensions import db
+
+logger = logging.getLogger(__name__)
+
+
+class BatchWriter:
+    def __init__(
+        self,
+        app: Flask,
+        model: type[Any],
+        *,
+        interval: float = 0.5,
+        max_batch: int = 500,
+        max_pending: int = 100_000,
+    ) -> None:
+        self.app = app
+        self.model = model
+        self.interval = interval
+        self.max_batch = max_batch
+        self.max_pending = max_pending
+        self.dropped = 0
+        self._pending: deque[dict[str, Any]] = deque()
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._pid: int | None = None
+        atexit.register(self.flush)
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Queue one row; never blocks on the database."""
+        with self._lock:
+            if len(self._pending) >= self.max_pending:
+                self._pending.popleft()
+                self.dropped += 1
+            self._pending.append(row)
+            full = len(self._pending) >= self.max_batch
+        self._ensure_thread()
+        if full:
+            self._wake.set()
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Insert everything queued now; returns the number of rows written."""
+        written = 0
+        with self._flush_lock:
+            while True:
+                with self._lock:
+                    batch = [self._pending.popleft() for _ in range(min(self.max_batch, len(self._pending)))]
+                if not batch:
+                    return written
+                try:
+                    with self.app.app_context():
+                        db.session.execute(db.insert(self.model), batch)
+                        db.session.commit()
+                except Exception:
+                    logger.exception(
+                        "batch insert into %s failed; keeping %d rows", self.model.__tablename__, len(batch)
+                    )
+                    with self._lock:
+                        self._pending.extendleft(reversed(batch))
+                    return written
+                written += len(batch)
+
+    def _ensure_thread(self) -> None:
+        # One flusher per process; a writer inherited through fork starts its own.
+        if self._pid == os.getpid():
+            return
+        with self._lock:
+            if self._pid == os.getpid():
+                return
+            self._pid = os.getpid()
+        threading.Thread(target=self._run, name=f"batch-{self.model.__tablename__}", daemon=True).start()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            self.flush()
