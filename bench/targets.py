@@ -8,6 +8,7 @@ spawns) to the other core. A Target says how a client reaches it: URL, headers a
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -28,9 +29,19 @@ LITELLM_VENV = BENCH_DIR / ".venv-litellm"
 PORTKEY_BUNDLE = BENCH_DIR / "node_modules/@portkey-ai/gateway/build/start-server.js"
 MOCK_API_KEY = "sk-bench-mock"
 GATEWAY_CORE = "0"
+PR_SET_PDEATHSIG = 1
 # Every target with a process started, until stop(): the runner stops whatever is left here on exit,
 # including a target that failed half-way through starting.
 RUNNING: list[Target] = []
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the runner dies, even by SIGKILL (Linux prctl)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -97,7 +108,13 @@ class Target:
         handle = log.open("ab")
         self.processes.append(
             subprocess.Popen(
-                argv, stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+                argv,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # no orphans if the runner is killed outright
             )
         )
         handle.close()
