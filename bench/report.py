@@ -27,6 +27,8 @@ ROWS = [
     ("d_ttft_p99_ms", "(d) 64 streams: time to first token, p99 (ms)", "lower", "mean", "{:.1f}"),
     ("d_complete_pct", "(d) streams with every chunk delivered (%)", "higher", "min", "{:.1f} %"),
     ("e_rss_mb", "(e) peak RSS during (c), all processes (MB)", "lower", "max", "{:,.0f}"),
+    ("f_rss_mb", "(f) peak RSS with 256 concurrent streams, all processes (MB)", "lower", "max", "{:,.0f}"),
+    ("f_complete_pct", "(f) 256 streams with every chunk delivered (%)", "higher", "min", "{:.1f} %"),
 ]
 
 
@@ -44,6 +46,8 @@ def derive(sweep: dict[str, dict]) -> None:
             figures["d_added_p99_ms"] = figures["d_ttft_p99_ms"] - direct["d_ttft_p99_ms"]
         if figures.get("d_streams"):
             figures["d_complete_pct"] = 100 * figures["d_complete"] / figures["d_streams"]
+        if figures.get("f_streams"):
+            figures["f_complete_pct"] = 100 * figures["f_complete"] / figures["f_streams"]
 
 
 def combine(sweeps: list[dict[str, dict]]) -> dict[str, dict]:

@@ -5,6 +5,7 @@
 (c) upstream answers after 500 ms, 256 connections: requests/s and p99, while (e) samples the
     target's resident memory (all processes of its tree)
 (d) 64 concurrent streams of 50 chunks 20 ms apart: time to first token, every chunk delivered
+(f) 256 concurrent streams of the same: peak RSS of the target, every chunk delivered
 """
 
 from __future__ import annotations
@@ -185,6 +186,21 @@ def run_all(target: Target, durations: Durations, log: callable) -> dict:
     log(
         f"  (d) TTFT p50 {figures.get('d_ttft_p50_ms', float('nan')):.1f} ms  "
         f"p99 {figures.get('d_ttft_p99_ms', float('nan')):.1f} ms  complete {complete}/{len(outcome.results)}"
+    )
+
+    # (f) memory held by 256 streams open at once (each lasts 50 chunks x 20 ms = 1 s).
+    with RssSampler(target.root_pids()) as sampler:
+        outcome = asyncio.run(
+            run_streams(target.chat_url, target.headers, target.model(STREAM_MODEL), 256, 1)
+        )
+    complete = outcome.complete(expected)
+    figures.update(f_rss_mb=sampler.peak / 2**20, f_streams=len(outcome.results), f_complete=complete)
+    if complete != len(outcome.results):
+        figures["errors"].append(
+            f"(f) {len(outcome.results) - complete} of {len(outcome.results)} streams incomplete"
+        )
+    log(
+        f"  (f) 256 streams: peak RSS {figures['f_rss_mb']:.0f} MB  complete {complete}/{len(outcome.results)}"
     )
     return figures
 
