@@ -383,6 +383,8 @@ def start_litellm(run_dir: Path, upstream: Target, models: list[str]) -> Target:
         ),
         run_dir / "litellm.log",
         env=env,
+        # LiteLLM loads a .env from its working directory; the repository's is the gateway's, not its own.
+        cwd=run_dir,
     )
     version = subprocess.run(
         [
