@@ -14,7 +14,6 @@ import platform
 import secrets
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -26,6 +25,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run as a script from bench/: the repository's packages are one level up
+from scripts.cluster import free_port, migrate, start_instance, stop, wait_healthy  # noqa: E402
+
 SEQUENTIAL_CALLS = int(os.environ.get("BENCH_SEQUENTIAL", "400"))
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 DURATION = float(os.environ.get("BENCH_DURATION", "10"))
@@ -51,12 +53,6 @@ class _Upstream(BaseHTTPRequestHandler):
         pass
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextmanager
 def upstream() -> str:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Upstream)
@@ -79,40 +75,17 @@ def gateway(workdir: Path) -> str:
         "DATABASE_URL": f"sqlite:///{workdir / 'bench.db'}",
         "RATE_LIMIT_ENABLED": "false",
         "EXTERNAL_API_ALLOW_PRIVATE_NETWORKS": "127.0.0.1/32",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
         "GUNICORN_WORKERS": os.environ.get("BENCH_WORKERS", "1"),
         "LOG_LEVEL": "WARNING",
     }
-    python = sys.executable
-    subprocess.run(
-        [python, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    process = subprocess.Popen(
-        [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    migrate(env)
+    process = start_instance(port, env)
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("the gateway did not start")
+        wait_healthy(url)
         yield url
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop([process])
 
 
 def login(url: str) -> str:

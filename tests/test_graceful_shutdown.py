@@ -6,27 +6,16 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
+from scripts.cluster import free_port, migrate, start_instance, wait_healthy
 from tests.gateway.test_streaming import slow_stream
 from tests.upstreams.server import Upstream, json_response
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
@@ -44,31 +33,16 @@ def server(tmp_path):
         "OPENAI_API_KEY": "k",
         "OPENAI_BASE_URL": stream_upstream.url + "/v1",
         "EXTERNAL_API_ALLOW_PRIVATE_NETWORKS": "127.0.0.1/32",
-        "HOST": "127.0.0.1",
-        "PORT": str(port),
         "GUNICORN_WORKERS": "1",
         "DRAIN_DELAY": "1.5",
         "GRACEFUL_TIMEOUT": "15",
         "BATCH_FLUSH_INTERVAL": "3600",  # nothing is written before shutdown unless shutdown writes it
         "LOG_LEVEL": "WARNING",
     }
-    subprocess.run(
-        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env
-    )
+    migrate(env)
+    process = start_instance(port, env, tmp_path / "server.log")
     url = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
+    wait_healthy(url)
     yield process, url, database, api_upstream
     if process.poll() is None:
         process.kill()
