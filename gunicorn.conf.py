@@ -24,3 +24,23 @@ preload_app = False
 accesslog = None  # the app writes its own JSON access log line per request
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+
+def worker_exit(server, worker):
+    """Write the usage and audit rows still queued before the worker goes (SIGTERM, max_requests)."""
+    import sys
+
+    app = getattr(sys.modules.get("wsgi"), "app", None)
+    if app is not None:
+        for name in ("usage_writer", "external_audit"):
+            writer = app.extensions.get(name)
+            if writer is not None:
+                writer.flush()
+
+
+def child_exit(server, worker):
+    # prometheus-client multiprocess mode: a dead worker's live gauges (in flight) stop counting.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
