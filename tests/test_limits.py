@@ -227,3 +227,40 @@ def test_limits_are_shared_by_two_instances(priced_app, backend):
     token = AuthActions(first.test_client()).signup("alice")["access_token"]
     codes = [chat(app.test_client(), token).status_code for app in (first, second, first, second)]
     assert codes == [200, 200, 200, 429]
+
+
+def test_spend_already_recorded_counts_after_a_restart(priced_app):
+    from datetime import UTC, datetime, timedelta
+
+    app = priced_app(LLM_DEFAULT_DAILY_BUDGET_USD=1.0)
+    user = AuthActions(app.test_client()).signup("alice")
+    uid = user["user"]["id"]
+
+    def spend(usd: float, when: datetime) -> None:
+        with app.app_context():
+            db.session.add(
+                UsageRecord(
+                    user_id=uid,
+                    endpoint="chat",
+                    model="priced",
+                    latency_ms=1,
+                    status="ok",
+                    cost_usd=usd,
+                    created_at=when,
+                )
+            )
+            db.session.commit()
+
+    now = datetime.now(UTC)
+    spend(5.0, now - timedelta(days=40))  # another day and month: not counted
+    # A fresh instance (its counters empty, as after a restart) starts from the rows.
+    assert (
+        chat(priced_app(LLM_DEFAULT_DAILY_BUDGET_USD=1.0).test_client(), user["access_token"]).status_code
+        == 200
+    )
+    spend(0.98, now)
+    if app.extensions["redis"] is not None:
+        app.extensions["redis"].flushdb()  # Redis lost its counters too
+    fresh = priced_app(LLM_DEFAULT_DAILY_BUDGET_USD=1.0)
+    refused = chat(fresh.test_client(), user["access_token"])
+    assert refused.status_code == 402

@@ -29,6 +29,11 @@ class Bucket:
     day: str
     month: str
 
+    def start(self, kind: str) -> datetime:
+        """When the day or month of this bucket began (UTC)."""
+        text = self.day if kind == "day" else self.month + "01"
+        return datetime.strptime(text, "%Y%m%d").replace(tzinfo=UTC)
+
     @classmethod
     def at(cls, now: float) -> Bucket:
         moment = datetime.fromtimestamp(now, UTC)
@@ -110,10 +115,14 @@ class RedisCounters:
         return int(self.client.get(bucket.key(subject, kind)) or 0)
 
     def add(self, bucket: Bucket, subject: str, kind: str, amount: int) -> None:
-        """Add without a check (tests and seeding)."""
+        """Add without a check."""
         key = bucket.key(subject, kind)
         self.client.incrby(key, amount)
         self.client.expire(key, _TTL[kind])
+
+    def seed(self, bucket: Bucket, subject: str, kind: str, amount: int) -> None:
+        """Start a counter at `amount` unless another instance has started it already."""
+        self.client.set(bucket.key(subject, kind), amount, nx=True, ex=_TTL[kind])
 
 
 class MemoryCounters:
@@ -160,6 +169,13 @@ class MemoryCounters:
             key = bucket.key(subject, kind)
             self._values[key] = self._values.get(key, 0) + amount
             self._expires[key] = time.time() + _TTL[kind]
+
+    def seed(self, bucket: Bucket, subject: str, kind: str, amount: int) -> None:
+        with self._lock:
+            key = bucket.key(subject, kind)
+            if key not in self._values:
+                self._values[key] = amount
+                self._expires[key] = time.time() + _TTL[kind]
 
     def _prune(self) -> None:
         # Old windows are dropped now and then, so the dictionary does not grow for ever.

@@ -20,14 +20,15 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from app.errors import ApiError, RateLimited
 from app.extensions import db
-from app.models import UsageLimit
+from app.models import UsageLimit, UsageRecord
 from app.services.limit_counters import Bucket, MemoryCounters, RedisCounters
 
 MICROS = 1_000_000  # spend is counted in micro-USD, as integers, so no float drift accumulates
@@ -92,6 +93,8 @@ class LimitService:
         self.cache_seconds = cache_seconds
         self._cache: dict[tuple[str, int], tuple[float, UsageLimit | None]] = {}
         self._lock = threading.Lock()
+        self._seeded: set[tuple[str, str, str]] = set()
+        self._seed_lock = threading.Lock()
 
     def limits_for(self, scope: str, subject_id: int) -> Limits:
         """The effective limits: a user's own over the defaults; a key's own, else none."""
@@ -133,6 +136,7 @@ class LimitService:
             subjects.append((f"k:{api_key_id}", self.limits_for("key", api_key_id).as_counters()))
         active = [(subject, values) for subject, values in subjects if any(values)]
         micros = usd_to_micros(usd)
+        self._seed_budgets(bucket, active)
         refusal = self.counters.reserve(bucket, active, tokens, micros) if active else None
         if refusal is not None:
             raise _refusal_error(refusal.subject, refusal.kind, now)
@@ -150,6 +154,24 @@ class LimitService:
                 tokens - reservation.tokens,
                 usd_to_micros(usd) - reservation.micros,
             )
+
+    def _seed_budgets(self, bucket: Bucket, active: Sequence[tuple[str, Sequence[int]]]) -> None:
+        """Start today's and this month's spend counters from the usage rows, once per process.
+
+        So a restart (memory counters) or a lost Redis key does not hand out the budget again. Rows
+        still queued in some process's BatchWriter (at most its flush interval) are not yet counted.
+        """
+        for subject, values in active:
+            for kind, limit in (("day", values[2]), ("month", values[3])):
+                marker = (subject, kind, bucket.day if kind == "day" else bucket.month)
+                if not limit or marker in self._seeded:
+                    continue
+                with self._seed_lock:
+                    if marker in self._seeded:
+                        continue
+                    spent = _spent_since(subject, bucket.start(kind))
+                    self.counters.seed(bucket, subject, kind, usd_to_micros(spent))
+                    self._seeded.add(marker)
 
     def _stored(self, scope: str, subject_id: int, cached: bool = True) -> UsageLimit | None:
         # Limits change rarely: other instances see a change within LIMITS_CACHE_SECONDS.
@@ -179,6 +201,17 @@ def _refusal_error(subject: str, kind: str, now: float) -> ApiError:
         )
     period = "daily" if kind == "day" else "monthly"
     return budget_exceeded(f"The {period} spending limit of {who} is reached.")
+
+
+def _spent_since(subject: str, start: datetime) -> float:
+    scope, _, subject_id = subject.partition(":")
+    column = UsageRecord.user_id if scope == "u" else UsageRecord.api_key_id
+    spent = db.session.scalar(
+        select(func.coalesce(func.sum(UsageRecord.cost_usd), 0.0)).where(
+            column == int(subject_id), UsageRecord.created_at >= start
+        )
+    )
+    return float(spent or 0.0)
 
 
 def limits_from_config(config: Any) -> Limits:
