@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -85,27 +84,13 @@ class Metrics:
         return response
 
 
-class CountedWriter:
-    """An audit writer that also counts each external call by its outcome."""
-
-    def __init__(self, writer: Any, counter: Counter) -> None:
-        self.writer = writer
-        self.counter = counter
-
-    def add(self, row: dict[str, Any]) -> None:
-        self.counter.labels(row.get("outcome") or "unknown").inc()
-        self.writer.add(row)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.writer, name)
-
-
 def install_metrics(app: Flask) -> Metrics:
     metrics = Metrics()
     app.extensions["metrics"] = metrics
     app.after_request(metrics.observe_http)
-    if "external_audit" in app.extensions:
-        app.extensions["external_audit"] = CountedWriter(
-            app.extensions["external_audit"], metrics.external_calls
+    audit = app.extensions.get("external_audit")
+    if audit is not None:
+        audit.observers.append(
+            lambda row: metrics.external_calls.labels(row.get("outcome") or "unknown").inc()
         )
     return metrics
