@@ -20,7 +20,9 @@ worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or "1000"
 # Streams can be long; gevent workers heartbeat on their own, so this only bounds a stuck worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT") or "120")
 # SIGTERM: /api/ready turns 503 for DRAIN_DELAY seconds, then in-flight requests and streams get this long.
-graceful_timeout = int(os.environ.get("GRACEFUL_TIMEOUT") or os.environ.get("GUNICORN_GRACEFUL_TIMEOUT") or "30")
+graceful_timeout = int(
+    os.environ.get("GRACEFUL_TIMEOUT") or os.environ.get("GUNICORN_GRACEFUL_TIMEOUT") or "30"
+)
 keepalive = 5
 preload_app = False
 accesslog = None  # the app writes its own JSON access log line per request

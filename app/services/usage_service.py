@@ -67,11 +67,21 @@ class Meter:
         self.usage: dict[str, Any] | None = None
         self.text_seen = 0
         self.prompt_estimate = 0  # typical prompt tokens, used only when the provider reports none
+        self.route: Any = None  # the router's RouteInfo, when the gateway reports one
         self._done = False
         self._lock = threading.Lock()
+        self._in_flight_labels = self._labels()
         metrics = app.extensions.get("metrics")
         if metrics is not None:
-            metrics.llm_in_flight.labels(*self._labels()).inc()
+            metrics.llm_in_flight.labels(*self._in_flight_labels).inc()
+
+    def served_by(self, route: Any) -> None:
+        """Take the provider and upstream model from the router's account of who served the call.
+
+        Duck-typed on `provider`, `upstream_model`, `attempts` and `fallback`, so this module does not
+        depend on the router's internals; read again at `finish`, as a stream's target is known late.
+        """
+        self.route = route
 
     def observe_chunk(self, chunk: dict[str, Any]) -> None:
         if chunk.get("usage"):
@@ -100,6 +110,9 @@ class Meter:
             if self._done:
                 return
             self._done = True
+        if self.route is not None and getattr(self.route, "provider", None):
+            self.info.provider = self.route.provider
+            self.info.upstream_model = getattr(self.route, "upstream_model", None) or self.info.upstream_model
         usage = usage or self.usage
         estimated = False
         if usage:
@@ -150,7 +163,12 @@ class Meter:
         if metrics is None:
             return
         labels = self._labels()
-        metrics.llm_in_flight.labels(*labels).dec()
+        metrics.llm_in_flight.labels(*self._in_flight_labels).dec()
+        attempts = len(getattr(self.route, "attempts", None) or ())
+        if attempts > 1:
+            metrics.llm_retries.labels(*labels).inc(attempts - 1)
+        if getattr(self.route, "fallback", False):
+            metrics.llm_fallbacks.labels(*labels).inc()
         metrics.llm_requests.labels(*labels, row["status"]).inc()
         if row["error_code"]:
             metrics.llm_errors.labels(*labels, row["error_code"]).inc()
@@ -215,12 +233,14 @@ def release(meters: list[Meter]) -> None:
             meter.app.extensions["limits"].settle(meter.reservation, 0, 0.0)
         metrics = meter.app.extensions.get("metrics")
         if metrics is not None:
-            metrics.llm_in_flight.labels(*meter._labels()).dec()
+            metrics.llm_in_flight.labels(*meter._in_flight_labels).dec()
 
 
 def metered_stream(events: Iterator[Any], meter: Meter) -> Iterator[Any]:
     """Pass a gateway stream through, watching its chunks; record when it ends, however it ends."""
     status, failure = "client_closed", None
+    if getattr(events, "route", None) is not None:
+        meter.served_by(events.route)  # a routed stream names its serving target once it has one
     try:
         for event in events:
             if event is not HEARTBEAT:

@@ -47,6 +47,15 @@ class Metrics:
             [*_LLM, "type"],
             registry=r,
         )
+        self.llm_retries = Counter(
+            "llm_retries",
+            "Extra attempts (retries and fallbacks) by the serving provider and model.",
+            _LLM,
+            registry=r,
+        )
+        self.llm_fallbacks = Counter(
+            "llm_fallbacks", "Calls served by a target other than the first choice.", _LLM, registry=r
+        )
         self.llm_cost = Counter("llm_cost_usd", "Spend in USD by provider and model.", _LLM, registry=r)
         self.llm_latency = Histogram(
             "llm_request_duration_seconds", "Whole LLM call time.", _LLM, buckets=_LATENCY_BUCKETS, registry=r
