@@ -264,3 +264,28 @@ def test_spend_already_recorded_counts_after_a_restart(priced_app):
     fresh = priced_app(LLM_DEFAULT_DAILY_BUDGET_USD=1.0)
     refused = chat(fresh.test_client(), user["access_token"])
     assert refused.status_code == 402
+
+
+def test_100_concurrent_requests_cannot_overshoot_a_nearly_spent_token_rate(priced_app):
+    if 60 - time.time() % 60 < 15:
+        time.sleep(60 - time.time() % 60 + 0.5)  # keep the whole test inside one minute window
+    app = priced_app(LLM_DEFAULT_TPM=1000)
+    user = AuthActions(app.test_client()).signup("alice")
+    uid, token = user["user"]["id"], user["access_token"]
+    bucket = Bucket.at(time.time())
+    app.extensions["limits"].counters.add(bucket, f"u:{uid}", "tpm", 900)  # 100 tokens left
+    start = threading.Barrier(100)
+
+    def call(_: int) -> int:
+        local = app.test_client()
+        start.wait()
+        return chat(local, token).status_code
+
+    with ThreadPoolExecutor(max_workers=100) as pool:
+        statuses = list(pool.map(call, range(100)))
+    assert set(statuses) <= {200, 429}
+    admitted = statuses.count(200)
+    # Each call reserves 37 tokens and uses 7: between 2 (all at once) and 13 (one after another) fit.
+    assert 2 <= admitted <= 13
+    used = app.extensions["limits"].counters.value(bucket, f"u:{uid}", "tpm")
+    assert used == 900 + 7 * admitted <= 1000
