@@ -20,8 +20,8 @@ from tests.upstreams.openai_like import openai_like
 CALLS = 200
 
 
-def flaky(seed: int = 7):
-    """Answers, fails with a 500, or cuts a stream, at random."""
+def flaky(faults: Counter, seed: int = 7):
+    """Answers, fails with a 500, or cuts a stream, at random; counts the faults it made."""
     ok = openai_like(reply="one two three")
     fail = openai_like(fail_status=500, fail_body={"error": {"message": "boom"}})
     cut = openai_like(reply="one two three four", cut_after=2)
@@ -32,8 +32,10 @@ def flaky(seed: int = 7):
         with lock:
             roll = pick.random()
         if roll < 0.25:
+            faults["failed"] += 1
             return fail(request)
         if roll < 0.4:
+            faults["cut"] += 1
             return cut(request)
         return ok(request)
 
@@ -41,7 +43,8 @@ def flaky(seed: int = 7):
 
 
 def test_usage_rows_equal_the_calls_made_under_concurrency(upstream, gateway):
-    standin = upstream(flaky())
+    faults: Counter = Counter()
+    standin = upstream(flaky(faults))
     gw = gateway(provider_config("p", "openai", standin.url + "/v1"))
     headers = bearer(gw.token)
     kinds = ["chat", "stream", "embeddings", "mock"] * (CALLS // 4)
@@ -77,4 +80,6 @@ def test_usage_rows_equal_the_calls_made_under_concurrency(upstream, gateway):
     seen = Counter((endpoint[kind], outcome) for kind, outcome in outcomes)
     recorded = Counter((row.endpoint, row.status) for row in found)
     assert recorded == seen
-    assert seen[("chat", "error")] > 0 and seen[("stream", "error")] > 0  # the faults did happen
+    # The faults did happen (a router may retry some of them away, so the clients need not see them all).
+    assert faults["failed"] > 10 and faults["cut"] > 5
+    assert seen[("chat", "ok")] > 0 and seen[("stream", "ok")] > 0
