@@ -24,6 +24,7 @@ from flask import current_app, g
 from app.errors import ApiError, ProviderError
 from app.middleware.auth_middleware import current_identity
 from app.models.user import utcnow
+from app.services import prices
 from app.services.gateway.catalog import ModelEntry
 from app.services.gateway.streaming import HEARTBEAT
 from app.services.limits import LimitService, Reservation
@@ -128,7 +129,11 @@ class Meter:
         if ttft_ms is None and self.first_token_at is not None:
             ttft_ms = (self.first_token_at - self.started) * 1000
         entry = self.info.entry
-        cost = entry.cost(prompt, completion) if entry is not None else None
+        cost = (
+            prices.cost(prices.prices_for(entry, self.info.upstream_model), prompt, completion)
+            if entry
+            else None
+        )
         row = {
             "user_id": self.info.user_id,
             "api_key_id": self.info.api_key_id,
@@ -205,7 +210,7 @@ def begin(
     completion_tokens = 0
     if endpoint != "embeddings":
         completion_tokens = (max_tokens or app.config["LLM_RESERVE_MAX_TOKENS"]) * choices
-    worst_cost = entry.cost(prompt_tokens, completion_tokens) or 0.0
+    worst_cost = prices.cost(prices.worst_prices(entry), prompt_tokens, completion_tokens) or 0.0
     limits: LimitService = app.extensions["limits"]
     reservation = limits.reserve(
         identity.user_id, identity.api_key_id, prompt_tokens + completion_tokens, worst_cost

@@ -170,3 +170,11 @@ def test_unknown_model_writes_no_row(gateway):
     with pytest.raises(openai.NotFoundError):
         gw.sdk.chat.completions.create(model="nope/none", messages=HI)
     assert rows(gw.app) == []
+
+
+def test_a_well_known_model_is_priced_without_configuration(upstream, gateway):
+    standin = upstream(openai_like(reply="one two three"))
+    gw = gateway(provider_config("p", "openai", standin.url + "/v1"))
+    gw.sdk.chat.completions.create(model="p/gpt-4o-mini", messages=HI)
+    [row] = rows(gw.app)
+    assert row.cost_usd == pytest.approx((5 * 0.15 + 3 * 0.60) / 1_000_000)  # the built-in table
