@@ -17,7 +17,7 @@ def meter_for(app, user_id: int) -> Meter:
     entry = ModelEntry(
         "m", (Target("first", "up-1"), Target("second", "up-2")), input_price=1.0, output_price=2.0
     )
-    info = CallInfo(user_id, None, "req-1", "chat", "m", "first", "up-1", entry)
+    info = CallInfo(user_id, None, "req-1", "chat", "m", "first", "up-1", entry, listed=True)
     return Meter(app, info, None)
 
 

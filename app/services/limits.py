@@ -94,6 +94,7 @@ class LimitService:
         self._cache: dict[tuple[str, int], tuple[float, UsageLimit | None]] = {}
         self._lock = threading.Lock()
         self._seeded: set[tuple[str, str, str]] = set()
+        self._seeded_day = ""
         self._seed_lock = threading.Lock()
 
     def limits_for(self, scope: str, subject_id: int) -> Limits:
@@ -161,6 +162,9 @@ class LimitService:
         So a restart (memory counters) or a lost Redis key does not hand out the budget again. Rows
         still queued in some process's BatchWriter (at most its flush interval) are not yet counted.
         """
+        if bucket.day != self._seeded_day:
+            # Markers of past days are not needed again; a month's are re-seeded as no-ops.
+            self._seeded, self._seeded_day = set(), bucket.day
         for subject, values in active:
             for kind, limit in (("day", values[2]), ("month", values[3])):
                 marker = (subject, kind, bucket.day if kind == "day" else bucket.month)

@@ -54,6 +54,7 @@ class CallInfo:
     provider: str | None
     upstream_model: str | None
     entry: ModelEntry | None
+    listed: bool = False  # a name from the catalog (configured), not one made up as "provider/model"
 
 
 class Meter:
@@ -160,14 +161,17 @@ class Meter:
         self.app.extensions["usage_writer"].add(row)
         self._observe(row)
 
-    def _labels(self) -> tuple[str, str]:
-        return (self.info.provider or "unknown", self.info.model)
+    def _labels(self, status: str | None = None) -> tuple[str, str]:
+        # A caller can make up "provider/anything" names: those keep their own label only once a
+        # provider has answered for them, so failed made-up names cannot grow the metrics without end.
+        listed = self.info.listed or status == "ok"
+        return (self.info.provider or "unknown", self.info.model if listed else "other")
 
     def _observe(self, row: dict[str, Any]) -> None:
         metrics = self.app.extensions.get("metrics")
         if metrics is None:
             return
-        labels = self._labels()
+        labels = self._labels(row["status"])
         metrics.llm_in_flight.labels(*self._in_flight_labels).dec()
         attempts = len(getattr(self.route, "attempts", None) or ())
         if attempts > 1:
@@ -224,6 +228,7 @@ def begin(
         provider=target.provider,
         upstream_model=target.model,
         entry=entry,
+        listed=model in app.extensions["gateway"].catalog.models,
     )
     meter = Meter(app, info, reservation)
     meter.prompt_estimate = estimate_tokens(orjson.dumps(prompt_payload).decode())
