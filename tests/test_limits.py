@@ -289,3 +289,24 @@ def test_100_concurrent_requests_cannot_overshoot_a_nearly_spent_token_rate(pric
     assert 2 <= admitted <= 13
     used = app.extensions["limits"].counters.value(bucket, f"u:{uid}", "tpm")
     assert used == 900 + 7 * admitted <= 1000
+
+
+def test_limit_variables_are_read_and_warn_without_redis(monkeypatch):
+    from app.config import ConfigError, load_config
+
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("LLM_DEFAULT_RPM", "30")
+    monkeypatch.setenv("LLM_DEFAULT_DAILY_BUDGET_USD", "2.5")
+    monkeypatch.setenv("LLM_DEFAULT_TPM", "")  # empty: unlimited
+    config = load_config("development")
+    assert (config.LLM_DEFAULT_RPM, config.LLM_DEFAULT_TPM, config.LLM_DEFAULT_DAILY_BUDGET_USD) == (
+        30,
+        0,
+        2.5,
+    )
+    assert any("counted per process" in warning for warning in config.STARTUP_WARNINGS)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    assert not any("counted per process" in w for w in load_config("development").STARTUP_WARNINGS)
+    monkeypatch.setenv("LLM_DEFAULT_MONTHLY_BUDGET_USD", "-1")
+    with pytest.raises(ConfigError, match="LLM_DEFAULT_MONTHLY_BUDGET_USD"):
+        load_config("development")
