@@ -310,3 +310,20 @@ def test_limit_variables_are_read_and_warn_without_redis(monkeypatch):
     monkeypatch.setenv("LLM_DEFAULT_MONTHLY_BUDGET_USD", "-1")
     with pytest.raises(ConfigError, match="LLM_DEFAULT_MONTHLY_BUDGET_USD"):
         load_config("development")
+
+
+def test_a_compare_refused_part_way_gives_back_what_it_reserved(priced_app):
+    app = priced_app(LLM_DEFAULT_TPM=50)  # one model's worst case (37 tokens) fits, two do not
+    client = app.test_client()
+    user = AuthActions(client).signup("alice")
+    bucket = Bucket.at(time.time())
+    refused = client.post(
+        "/api/llm/compare",
+        json={"models": ["priced", "mock/echo-1"], "messages": HI, "max_tokens": 5},
+        headers=bearer(user["access_token"]),
+    )
+    assert refused.status_code == 429
+    counters = app.extensions["limits"].counters
+    assert counters.value(bucket, f"u:{user['user']['id']}", "tpm") == 0
+    assert counters.value(bucket, f"u:{user['user']['id']}", "rpm") == 0
+    assert chat(client, user["access_token"]).status_code == 200

@@ -4,7 +4,8 @@ Every subject (a user "u:1" or an API key "k:7") has four counters: requests and
 minute, and spend in micro-USD today and this month (UTC). `reserve` checks every counter of every
 subject against its limit and, only when all fit, adds to all of them, in one step: a Lua script in
 Redis (shared by every worker and instance), or under one lock in memory (one process only).
-`settle` adds the difference between the real figure and the reservation, also in one step.
+`settle` adds the difference between the real figure and the reservation, also in one step (and
+takes the request back when a call is released without running).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ return {0, 0}
 """
 
 _SETTLE = """
-local amounts = {0, tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[2])}
+local amounts = {tonumber(ARGV[3]), tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[2])}
 for i = 1, #KEYS do
   local j = ((i - 1) % 4) + 1
   if amounts[j] ~= 0 and redis.call('EXISTS', KEYS[i]) == 1 then
@@ -105,11 +106,13 @@ class RedisCounters:
             return None
         return Refusal(limits[subject_index - 1][0], KINDS[kind_index - 1])
 
-    def settle(self, bucket: Bucket, subjects: Sequence[str], tokens: int, micros: int) -> None:
-        if tokens == 0 and micros == 0:
+    def settle(
+        self, bucket: Bucket, subjects: Sequence[str], tokens: int, micros: int, requests: int = 0
+    ) -> None:
+        if tokens == 0 and micros == 0 and requests == 0:
             return
         keys = [bucket.key(subject, kind) for subject in subjects for kind in KINDS]
-        self._settle(keys=keys, args=[tokens, micros])
+        self._settle(keys=keys, args=[tokens, micros, requests])
 
     def value(self, bucket: Bucket, subject: str, kind: str) -> int:
         return int(self.client.get(bucket.key(subject, kind)) or 0)
@@ -152,10 +155,12 @@ class MemoryCounters:
                     self._expires[key] = now + _TTL[kind]
         return None
 
-    def settle(self, bucket: Bucket, subjects: Sequence[str], tokens: int, micros: int) -> None:
+    def settle(
+        self, bucket: Bucket, subjects: Sequence[str], tokens: int, micros: int, requests: int = 0
+    ) -> None:
         with self._lock:
             for subject in subjects:
-                for kind, amount in zip(KINDS, (0, tokens, micros, micros), strict=True):
+                for kind, amount in zip(KINDS, (requests, tokens, micros, micros), strict=True):
                     key = bucket.key(subject, kind)
                     if amount and key in self._values:
                         self._values[key] += amount

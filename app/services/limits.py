@@ -156,6 +156,20 @@ class LimitService:
                 usd_to_micros(usd) - reservation.micros,
             )
 
+    def release(self, reservation: Reservation) -> None:
+        """Give back a reservation whose call never ran: its request, tokens and spend."""
+        if reservation.settled:
+            return
+        reservation.settled = True
+        if reservation.subjects:
+            self.counters.settle(
+                reservation.bucket,
+                reservation.subjects,
+                -reservation.tokens,
+                -reservation.micros,
+                requests=-1,
+            )
+
     def _seed_budgets(self, bucket: Bucket, active: Sequence[tuple[str, Sequence[int]]]) -> None:
         """Start today's and this month's spend counters from the usage rows, once per process.
 

@@ -240,7 +240,7 @@ def release(meters: list[Meter]) -> None:
     for meter in meters:
         meter._done = True
         if meter.reservation is not None:
-            meter.app.extensions["limits"].settle(meter.reservation, 0, 0.0)
+            meter.app.extensions["limits"].release(meter.reservation)
         metrics = meter.app.extensions.get("metrics")
         if metrics is not None:
             metrics.llm_in_flight.labels(*meter._in_flight_labels).dec()
