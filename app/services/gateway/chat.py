@@ -10,13 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from app.errors import ApiError, Forbidden, ProviderError
 from app.providers.aggregate import collect_completion
 from app.services.gateway.catalog import Catalog, ModelEntry, Provider, Target
 from app.services.gateway.streaming import HEARTBEAT, relay
-from app.services.gateway.upstream import iter_lines, open_response, read_json
+from app.services.gateway.upstream import ProviderClient, close, iter_lines, open_response, read_json
 
 
 @dataclass(frozen=True)
@@ -30,7 +28,7 @@ class Timeouts:
 class Gateway:
     """One per process: the catalog, the pooled provider client and the timeouts."""
 
-    def __init__(self, catalog: Catalog, client: httpx.Client, timeouts: Timeouts) -> None:
+    def __init__(self, catalog: Catalog, client: ProviderClient, timeouts: Timeouts) -> None:
         self.catalog = catalog
         self.client = client
         self.timeouts = timeouts
@@ -68,11 +66,11 @@ class Gateway:
             try:
                 yield from adapter.parse_stream(iter_lines(response, provider.name), target.model)
             finally:
-                response.close()
+                close(response)
 
         def close_upstream() -> None:
             for response in opened:
-                response.close()
+                close(response)
 
         return relay(
             chunks(),
