@@ -42,3 +42,11 @@ def worker_exit(server, worker):
     app = getattr(worker, "wsgi", None)
     if app is not None and hasattr(app, "extensions"):
         flush_writers(app)
+
+
+def child_exit(server, worker):
+    # prometheus-client multiprocess mode: a dead worker's live gauges (in flight) stop counting.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)

@@ -100,6 +100,20 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
         else DatabaseRevocations()
     )
     app.extensions["api_keys"] = ApiKeyVerifier(redis_client)
+    _bind_usage(app, settings, redis_client)
+
+
+def _bind_usage(app: OpenAPI, settings: Config, redis_client: Any) -> None:
+    from app.models import UsageRecord
+    from app.services.batch_writer import BatchWriter
+    from app.services.limits import LimitService, limits_from_config
+    from app.utils.metrics import install_metrics
+
+    app.extensions["usage_writer"] = BatchWriter(app, UsageRecord, interval=settings.BATCH_FLUSH_INTERVAL)
+    app.extensions["limits"] = LimitService(
+        redis_client, limits_from_config(settings), settings.LIMITS_CACHE_SECONDS
+    )
+    install_metrics(app)
 
 
 def _build_gateway(settings: Config) -> Any:
@@ -120,7 +134,8 @@ def _build_gateway(settings: Config) -> Any:
 
 
 def _register_blueprints(app: OpenAPI) -> None:
-    from app.routes import api, auth, compare, external, keys, llm
+    from app.cli import register_cli
+    from app.routes import admin, api, auth, compare, external, keys, llm, metrics, usage
 
     app.register_api(auth.bp)
     app.register_api(api.bp)
@@ -128,6 +143,10 @@ def _register_blueprints(app: OpenAPI) -> None:
     app.register_api(external.bp)
     app.register_api(llm.bp)
     app.register_api(compare.bp)
+    app.register_api(usage.bp)
+    app.register_api(admin.bp)
+    app.register_blueprint(metrics.bp)
+    register_cli(app)
 
     @app.get("/openapi.json", doc_ui=False)
     def openapi_document():

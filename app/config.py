@@ -145,6 +145,28 @@ class Config:
         self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
         self.TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 
+        # Usage limits for every user without their own (0 = unlimited); admins set per-user ones.
+        self.LLM_DEFAULT_RPM = env_int("LLM_DEFAULT_RPM", 0)
+        self.LLM_DEFAULT_TPM = env_int("LLM_DEFAULT_TPM", 0)
+        self.LLM_DEFAULT_DAILY_BUDGET_USD = env_float("LLM_DEFAULT_DAILY_BUDGET_USD", 0.0)
+        self.LLM_DEFAULT_MONTHLY_BUDGET_USD = env_float("LLM_DEFAULT_MONTHLY_BUDGET_USD", 0.0)
+        # The completion a request without max_tokens is assumed to reach, when its worst case is reserved.
+        self.LLM_RESERVE_MAX_TOKENS = env_int("LLM_RESERVE_MAX_TOKENS", 4096, minimum=1)
+        self.LIMITS_CACHE_SECONDS = env_float("LIMITS_CACHE_SECONDS", 5.0)
+        self.METRICS_TOKEN = env_str("METRICS_TOKEN")
+        if not self.REDIS_URL and any(
+            (
+                self.LLM_DEFAULT_RPM,
+                self.LLM_DEFAULT_TPM,
+                self.LLM_DEFAULT_DAILY_BUDGET_USD,
+                self.LLM_DEFAULT_MONTHLY_BUDGET_USD,
+            )
+        ):
+            self.STARTUP_WARNINGS.append(
+                "usage limits are counted per process without REDIS_URL: with several workers or instances "
+                "each one allows the full limit"
+            )
+
         self.EXTERNAL_API_TIMEOUT = env_float("EXTERNAL_API_TIMEOUT", 30.0, minimum=0.1)
         self.EXTERNAL_API_MAX_RETRIES = env_int("EXTERNAL_API_MAX_RETRIES", 3)
         self.EXTERNAL_API_BACKOFF_BASE = env_float("EXTERNAL_API_BACKOFF_BASE", 0.25)

@@ -75,7 +75,9 @@ def make_app(backend: dict[str, Any]) -> Iterator[Callable[..., Any]]:
 
     yield factory
     for built in apps:
-        built.extensions["external_audit"].flush()  # rows queued by this test belong to this database
+        # Rows queued by this test belong to this database.
+        built.extensions["external_audit"].flush()
+        built.extensions["usage_writer"].flush()
     if apps:
         with apps[0].app_context():
             db.session.remove()

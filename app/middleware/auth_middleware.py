@@ -120,3 +120,22 @@ def jwt_required(func: F) -> F:
 def model_allowed(identity: Identity, model_name: str) -> bool:
     """Whether the caller may use this model: keys can be limited to a list; logins cannot."""
     return identity.allowed_models is None or model_name in identity.allowed_models
+
+
+def admin_required(func: F) -> F:
+    """The route needs a login whose user is an admin (`flask users set-role NAME admin`)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from app.extensions import db
+        from app.models import User
+
+        identity = current_identity()
+        if identity.via != "jwt":
+            raise Forbidden("API keys cannot be used here: this endpoint needs the access token of a login.")
+        user = db.session.get(User, identity.user_id)
+        if user is None or not user.is_admin:
+            raise Forbidden("This endpoint is for administrators.", code="admin_required")
+        return func(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]

@@ -3,6 +3,7 @@
 from app.models.api_key import ApiKey
 from app.models.auth_session import AuthSession
 from app.models.external_call import ExternalCall
+from app.models.usage import UsageLimit, UsageRecord
 from app.models.user import User
 
-__all__ = ["ApiKey", "AuthSession", "ExternalCall", "User"]
+__all__ = ["ApiKey", "AuthSession", "ExternalCall", "UsageLimit", "UsageRecord", "User"]

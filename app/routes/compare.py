@@ -7,6 +7,7 @@ from app.middleware.auth_middleware import current_identity, login_required
 from app.middleware.validation import validated
 from app.routes.docs import BEARER
 from app.schemas.llm import CompareRequest
+from app.services import usage_service
 
 bp = APIBlueprint("compare", __name__, url_prefix="/api/llm", abp_tags=[Tag(name="llm")])
 
@@ -19,5 +20,24 @@ def compare(body: CompareRequest):
     chat = body.to_chat()
     models = chat.pop("models")
     allowed = getattr(current_identity(), "allowed_models", None)
-    results = current_app.extensions["gateway"].compare(chat, models, allowed)
+    max_tokens = body.max_completion_tokens or body.max_tokens
+    meters: list[usage_service.Meter] = []
+    try:
+        for model in models:
+            meters.append(
+                usage_service.begin(
+                    "compare", model, prompt_payload=chat.get("messages"), max_tokens=max_tokens
+                )
+            )
+    except BaseException:
+        usage_service.release(meters)  # one model over a limit refuses the whole comparison
+        raise
+    try:
+        results = current_app.extensions["gateway"].compare(chat, models, allowed)
+    except BaseException as error:
+        for meter in meters:
+            meter.finish("error", error=error)
+        raise
+    for meter, result in zip(meters, results, strict=True):
+        usage_service.finish_compare(meter, result)
     return {"results": results}

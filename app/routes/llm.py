@@ -16,6 +16,7 @@ from app.middleware.auth_middleware import current_identity, login_required
 from app.middleware.validation import validated
 from app.routes.docs import BEARER
 from app.schemas.llm import ChatCompletionRequest, EmbeddingsRequest
+from app.services import usage_service
 from app.services.gateway.chat import Gateway
 from app.services.gateway.streaming import HEARTBEAT
 
@@ -38,10 +39,27 @@ def allowed_models() -> tuple[str, ...] | None:
 def chat_completions(body: ChatCompletionRequest):
     """Create a chat completion, or stream it as server-sent events."""
     chat = body.to_chat()
+    meter = usage_service.begin(
+        "stream" if body.stream else "chat",
+        body.model,
+        prompt_payload=[chat.get("messages"), chat.get("tools")],
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        choices=body.n or 1,
+    )
     if not body.stream:
-        return gateway().complete(chat, allowed_models())
+        try:
+            result = gateway().complete(chat, allowed_models())
+        except BaseException as error:
+            meter.finish("error", error=error)
+            raise
+        usage_service.finish_completion(meter, result)
+        return result
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    events = gateway().stream(chat, allowed_models())
+    try:
+        events = usage_service.metered_stream(gateway().stream(chat, allowed_models()), meter)
+    except BaseException as error:
+        meter.finish("error", error=error)
+        raise
     # Wait for the first chunk before answering: a provider that fails early gets a real HTTP error.
     first = next(_without_heartbeats(events), None)
     return Response(
@@ -108,13 +126,20 @@ def _error_event(error: ApiError) -> bytes:
 def embeddings(body: EmbeddingsRequest):
     """Embed a string or a list of strings."""
     inputs = [body.input] if isinstance(body.input, str) else list(body.input)
-    return gateway().embed(
-        body.model,
-        inputs,
-        dimensions=body.dimensions,
-        encoding_format=body.encoding_format,
-        allowed_models=allowed_models(),
-    )
+    meter = usage_service.begin("embeddings", body.model, prompt_payload=inputs)
+    try:
+        result = gateway().embed(
+            body.model,
+            inputs,
+            dimensions=body.dimensions,
+            encoding_format=body.encoding_format,
+            allowed_models=allowed_models(),
+        )
+    except BaseException as error:
+        meter.finish("error", error=error)
+        raise
+    usage_service.finish_completion(meter, result)
+    return result
 
 
 @bp.get("/models", security=BEARER)

@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
@@ -39,6 +40,7 @@ class BatchWriter:
         self.max_batch = max_batch
         self.max_pending = max_pending
         self.dropped = 0
+        self.observers: list[Callable[[dict[str, Any]], None]] = []  # told of each row (metrics)
         self._pending: deque[dict[str, Any]] = deque()
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
@@ -48,6 +50,8 @@ class BatchWriter:
 
     def add(self, row: dict[str, Any]) -> None:
         """Queue one row; never blocks on the database."""
+        for observe in self.observers:
+            observe(row)
         with self._lock:
             if len(self._pending) >= self.max_pending:
                 self._pending.popleft()

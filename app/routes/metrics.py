@@ -1,0 +1,24 @@
+"""GET /metrics in Prometheus text format, behind METRICS_TOKEN when it is set."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, current_app, request
+
+from app.errors import Unauthorized
+from app.extensions import limiter
+
+bp = Blueprint("metrics", __name__)
+
+
+@bp.get("/metrics")
+@limiter.exempt
+def metrics() -> Response:
+    token = current_app.config.get("METRICS_TOKEN")
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise Unauthorized("The metrics token is missing or wrong.")
+    body, content_type = current_app.extensions["metrics"].render()
+    return Response(body, content_type=content_type)

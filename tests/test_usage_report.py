@@ -1,0 +1,109 @@
+"""GET /api/usage (own), ?user_id for admins, GET /api/admin/usage, and `flask users set-role`."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from app.extensions import db
+from app.models import UsageRecord, User
+from tests.conftest import AuthActions, bearer
+
+HI = [{"role": "user", "content": "hello there"}]
+
+
+def chat(client, token: str, model: str = "mock/echo-1") -> None:
+    response = client.post(
+        "/v1/chat/completions", json={"model": model, "messages": HI}, headers=bearer(token)
+    )
+    assert response.status_code == 200, response.get_json()
+
+
+def make_admin(app, username: str) -> None:
+    result = app.test_cli_runner().invoke(args=["users", "set-role", username, "admin"])
+    assert result.exit_code == 0, result.output
+    assert "admin" in result.output
+
+
+def test_own_usage_totals_series_and_rows(app, client, auth):
+    token = auth.signup("alice")["access_token"]
+    other = AuthActions(client).signup("bob")["access_token"]
+    for _ in range(3):
+        chat(client, token)
+    chat(client, other)
+    body = client.get("/api/usage?per_page=2", headers=bearer(token)).get_json()
+    assert body["totals"] == {
+        "requests": 3,
+        "failed": 0,
+        "prompt_tokens": 6,
+        "completion_tokens": 15,
+        "cost_usd": 0.0,
+    }
+    assert body["series"] == [{"model": "mock/echo-1", **body["totals"]}]
+    assert body["total"] == 3 and len(body["items"]) == 2
+    assert body["items"][0]["id"] > body["items"][1]["id"]
+    by_day = client.get("/api/usage?group_by=day", headers=bearer(token)).get_json()
+    assert by_day["series"][0]["day"] == datetime.now(UTC).strftime("%Y-%m-%d")
+    by_key = client.get("/api/usage?group_by=key", headers=bearer(token)).get_json()
+    assert by_key["series"][0]["key"] is None and by_key["series"][0]["requests"] == 3
+
+
+def test_date_range_excludes_other_periods(app, client, auth):
+    signed = auth.signup("alice")
+    with app.app_context():
+        db.session.add(
+            UsageRecord(
+                user_id=signed["user"]["id"],
+                endpoint="chat",
+                model="old/model",
+                latency_ms=1,
+                status="ok",
+                created_at=datetime(2020, 1, 5, tzinfo=UTC),
+            )
+        )
+        db.session.commit()
+    chat(client, signed["access_token"])
+    token = bearer(signed["access_token"])
+    recent = client.get("/api/usage", headers=token).get_json()
+    assert [s["model"] for s in recent["series"]] == ["mock/echo-1"]
+    old = client.get("/api/usage?from=2020-01-01T00:00:00Z&to=2020-02-01T00:00:00Z", headers=token)
+    assert [s["model"] for s in old.get_json()["series"]] == ["old/model"]
+    backwards = client.get("/api/usage?from=2020-02-01T00:00:00Z&to=2020-01-01T00:00:00Z", headers=token)
+    assert backwards.status_code == 400
+    assert client.get("/api/usage?group_by=nonsense", headers=token).status_code == 400
+
+
+def test_admin_reads_anyone_and_everyone(app, client, auth):
+    alice = auth.signup("alice")
+    bob = AuthActions(client).signup("bob")
+    chat(client, alice["access_token"])
+    chat(client, bob["access_token"])
+    chat(client, bob["access_token"])
+    bob_id = bob["user"]["id"]
+    assert (
+        client.get(f"/api/usage?user_id={bob_id}", headers=bearer(alice["access_token"])).status_code == 403
+    )
+    assert client.get("/api/admin/usage", headers=bearer(alice["access_token"])).status_code == 403
+    make_admin(app, "alice")
+    with app.app_context():
+        assert db.session.get(User, alice["user"]["id"]).is_admin
+    as_bob = client.get(f"/api/usage?user_id={bob_id}", headers=bearer(alice["access_token"])).get_json()
+    assert as_bob["totals"]["requests"] == 2
+    everyone = client.get("/api/admin/usage", headers=bearer(alice["access_token"])).get_json()
+    assert everyone["totals"]["requests"] == 3
+    assert sorted((s["user"], s["requests"]) for s in everyone["series"]) == [
+        (alice["user"]["id"], 1),
+        (bob_id, 2),
+    ]
+
+
+def test_set_role_refuses_unknown_user(app):
+    result = app.test_cli_runner().invoke(args=["users", "set-role", "ghost", "admin"])
+    assert result.exit_code != 0 and "no user named" in result.output
+
+
+def test_usage_needs_authentication(client):
+    assert client.get("/api/usage").status_code == 401
+    assert (
+        client.get(f"/api/usage?from={(datetime.now(UTC) - timedelta(days=1)).isoformat()}").status_code
+        == 401
+    )
