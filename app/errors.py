@@ -12,6 +12,7 @@
      │    └── DestinationNotAllowed 403 destination_not_allowed
      ├── NotFound                   404 not_found
      ├── Conflict                   409 conflict
+     ├── BudgetExceeded             402 budget_exceeded   (spend limit reached)
      ├── RateLimited                429 rate_limited      (retry_after seconds)
      └── UpstreamError              502 upstream_error    (provider, upstream_status)
           ├── UpstreamUnreachable   502 upstream_unreachable
@@ -106,6 +107,13 @@ class Conflict(ApiError):
     status = 409
     code = "conflict"
     message = "The resource already exists."
+
+
+class BudgetExceeded(ApiError):
+    status = 402
+    code = "budget_exceeded"
+    message = "The spending limit has been reached."
+    openai_type = "insufficient_quota"
 
 
 class RateLimited(ApiError):

@@ -26,7 +26,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select
 
-from app.errors import ApiError, RateLimited
+from app.errors import ApiError, BudgetExceeded, RateLimited
 from app.extensions import db
 from app.models import UsageLimit, UsageRecord
 from app.services.limit_counters import Bucket, MemoryCounters, RedisCounters
@@ -67,12 +67,8 @@ def usd_to_micros(usd: float | None) -> int:
     return math.ceil(round((usd or 0.0) * MICROS, 6))
 
 
-def budget_exceeded(message: str) -> ApiError:
-    """402 budget_exceeded; app/errors.py has no 402 class, so the root class carries the status."""
-    error = ApiError(message, code="budget_exceeded")
-    error.status = 402
-    error.openai_type = "insufficient_quota"  # type: ignore[attr-defined]
-    return error
+def budget_exceeded(message: str) -> BudgetExceeded:
+    return BudgetExceeded(message)
 
 
 @dataclass
