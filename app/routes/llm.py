@@ -39,7 +39,8 @@ def chat_completions(body: ChatCompletionRequest):
     """Create a chat completion, or stream it as server-sent events."""
     chat = body.to_chat()
     if not body.stream:
-        return gateway().complete(chat, allowed_models())
+        completion, route = gateway().complete_routed(chat, allowed_models())
+        return completion, 200, route.headers()
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     events = gateway().stream(chat, allowed_models())
     # Wait for the first chunk before answering: a provider that fails early gets a real HTTP error.
@@ -47,7 +48,8 @@ def chat_completions(body: ChatCompletionRequest):
     return Response(
         stream_with_context(_sse(first, events, include_usage)),
         mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # The route names the target that sent the first chunk; a mid-stream continuation comes later.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **events.route.headers()},
     )
 
 
