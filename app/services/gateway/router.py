@@ -79,14 +79,14 @@ class RouteInfo:
     upstream_model: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # target keys passed over by an open breaker
+    primary: str | None = None  # the key of the target the strategy put first
 
     @property
     def fallback(self) -> bool:
-        """Whether a target other than the first one tried served the answer."""
-        if self.provider is None or not self.attempts:
+        """Whether a target other than the strategy's first choice served the answer."""
+        if self.provider is None:
             return False
-        first = self.attempts[0]
-        return (first.provider, first.model) != (self.provider, self.upstream_model)
+        return f"{self.provider}/{self.upstream_model}" != self.primary
 
     def headers(self) -> dict[str, str]:
         """The x-multillm-* response headers."""
@@ -150,6 +150,11 @@ class Attempt:
         self.plan.info.provider, self.plan.info.upstream_model = self.target.provider, self.target.model
 
 
+def _retryable(error: ProviderError) -> bool:
+    # An HTTP 504 is a proxy in front of the provider giving up: an answer, unlike our own read timeout.
+    return error.kind in _RETRYABLE or (error.kind == "timeout" and error.upstream_status == 504)
+
+
 class Router:
     """One per process: strategies, breakers and statistics shared by every request."""
 
@@ -189,6 +194,7 @@ class RoutePlan:
         self.retry = router.retry.merged(entry.retries)
         self.info = RouteInfo(model=public_model)
         self.targets = order_targets(entry.strategy, entry.targets, router.stats, router.rng)
+        self.info.primary = self.targets[0].key if self.targets else None
         self.continuing = False  # set once a stream has sent chunks: only continuations from here on
         self.original_error: ProviderError | None = None  # what broke the stream, reported if none continues
         self._position = 0
@@ -237,7 +243,7 @@ class RoutePlan:
 
     def _wait_before_retry(self, error: ProviderError, retries: int) -> float | None:
         """Seconds to wait before trying the same target again, or None to leave it."""
-        if error.kind not in _RETRYABLE or retries >= self.retry.max_per_target:
+        if not _retryable(error) or retries >= self.retry.max_per_target:
             return None
         if error.kind == "rate_limit" and error.retry_after is not None:
             wait = max(error.retry_after, MIN_RETRY_GAP)
