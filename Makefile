@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev run serve test lint format bench clean
+.PHONY: install install-dev run serve cluster test lint format bench bench-external clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,13 @@ lint: install-dev
 format: install-dev
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+cluster: install .env
+	command -v nginx >/dev/null || (apt-get update -qq && apt-get install -y -qq nginx)
+	$(BIN)/python scripts/cluster.py
+
+bench-external: install-dev
+	$(BIN)/python bench/external_proxy.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -12,15 +12,33 @@ from dotenv import load_dotenv
 
 load_dotenv()
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"  # noqa: S104  (a server behind a proxy)
-workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count()))
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS", "1000"))
+bind = f"{os.environ.get('HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '5000'}"  # noqa: S104  (a server behind a proxy)
+# Empty values (as .env.example leaves them) mean the default.
+workers = int(os.environ.get("GUNICORN_WORKERS") or multiprocessing.cpu_count())
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
+worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or "1000")
 # Streams can be long; gevent workers heartbeat on their own, so this only bounds a stuck worker.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT", "120"))
-graceful_timeout = int(os.environ.get("GUNICORN_GRACEFUL_TIMEOUT", "30"))
+timeout = int(os.environ.get("GUNICORN_TIMEOUT") or "120")
+# SIGTERM: /api/ready turns 503 for DRAIN_DELAY seconds, then in-flight requests and streams get this long.
+graceful_timeout = int(
+    os.environ.get("GRACEFUL_TIMEOUT") or os.environ.get("GUNICORN_GRACEFUL_TIMEOUT") or "30"
+)
 keepalive = 5
 preload_app = False
 accesslog = None  # the app writes its own JSON access log line per request
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+loglevel = (os.environ.get("LOG_LEVEL") or "info").lower()
+
+
+def post_worker_init(worker):
+    from app.services.lifecycle import install_drain_handler
+
+    install_drain_handler(worker, delay=float(os.environ.get("DRAIN_DELAY") or "0"))
+
+
+def worker_exit(server, worker):
+    from app.services.lifecycle import flush_writers
+
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        flush_writers(app)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from typing import Any
 
 from flask_openapi3 import Info, OpenAPI
@@ -35,6 +37,7 @@ def create_app(config: str | Config | None = None) -> OpenAPI:
         static_folder=None,
     )
     app.config.from_object(settings)
+    _ensure_sqlite_directory(settings.SQLALCHEMY_DATABASE_URI)
     app.json = OrjsonProvider(app)
     if settings.TRUSTED_PROXIES:
         # Behind N proxies, X-Forwarded-For names the client (rate limits are per client address).
@@ -48,6 +51,14 @@ def create_app(config: str | Config | None = None) -> OpenAPI:
     return app
 
 
+def _ensure_sqlite_directory(url: str) -> None:
+    """A fresh checkout has no instance/ folder; SQLite creates the file but not its directory."""
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        # If it cannot be made, SQLite reports the path itself and /api/health says the database is unavailable.
+        with contextlib.suppress(OSError):
+            os.makedirs(os.path.dirname(url[len("sqlite:///") :]) or ".", exist_ok=True)
+
+
 def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app import models  # noqa: F401  (registers the tables)
     from app.middleware.auth_middleware import load_identity
@@ -58,6 +69,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app.services.external_proxy import ExternalProxy, settings_from_config
     from app.services.revocation import DatabaseRevocations, RedisRevocations
     from app.utils.redis_client import redis_from_url
+    from app.utils.ttl_cache import TTLCache
 
     db.init_app(app)
     migrate.init_app(app, db)
@@ -78,9 +90,10 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
 
     redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
     app.extensions["redis"] = redis_client
+    app.extensions["verified_tokens"] = TTLCache(ttl=60.0, max_size=10_000)
     app.extensions["gateway"] = _build_gateway(settings, redis_client)
     app.extensions["external"] = ExternalProxy(settings_from_config(settings))
-    app.extensions["external_audit"] = BatchWriter(app, ExternalCall)
+    app.extensions["external_audit"] = BatchWriter(app, ExternalCall, interval=settings.BATCH_FLUSH_INTERVAL)
     app.extensions["revocations"] = (
         RedisRevocations(redis_client, settings.JWT_REFRESH_TOKEN_EXPIRES)
         if redis_client

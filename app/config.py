@@ -156,6 +156,9 @@ class Config:
         self.EXTERNAL_API_ALLOWED_PORTS = env_str("EXTERNAL_API_ALLOWED_PORTS", "80,443,1024-65535")
         self.EXTERNAL_API_CA_BUNDLE = env_str("EXTERNAL_API_CA_BUNDLE")
 
+        # Seconds between batch inserts of audit and usage rows (what a SIGKILL can lose at most).
+        self.BATCH_FLUSH_INTERVAL = env_float("BATCH_FLUSH_INTERVAL", 0.5, minimum=0.01)
+
         self.MODELS_CONFIG = env_str("MODELS_CONFIG")
         self.LLM_REQUEST_TIMEOUT = env_float("LLM_REQUEST_TIMEOUT", 600.0, minimum=0.1)
         self.LLM_CONNECT_TIMEOUT = env_float("LLM_CONNECT_TIMEOUT", 10.0, minimum=0.1)

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from flask import current_app, g, request
 
 from app.errors import ApiError, Forbidden, InvalidToken, Unauthorized
+from app.extensions import db
 from app.services.api_key_verifier import API_KEY_PREFIX
 from app.services.auth_service import decode_claims
 
@@ -39,6 +40,16 @@ def bearer_token() -> str | None:
 
 
 def load_identity() -> None:
+    try:
+        _load_identity()
+    finally:
+        # The lookups above may have checked out a database connection; hand it back now. Otherwise the
+        # request keeps it while it waits on a provider, and the pool (15 connections) caps how many
+        # slow calls a worker can hold at once.
+        db.session.close()
+
+
+def _load_identity() -> None:
     g.identity = None
     g.auth_error = None
     token = bearer_token()

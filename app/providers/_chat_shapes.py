@@ -7,10 +7,13 @@ import binascii
 import json
 import time
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from app.errors import ProviderError
+from app.providers.error_mapping import kind_for_status, retry_after_seconds  # noqa: F401  (re-exported)
+
+# One classification for every adapter: status -> kind, Retry-After (seconds, ms or HTTP date) -> seconds.
+retry_after = retry_after_seconds
 
 
 def new_id(prefix: str) -> str:
@@ -156,33 +159,3 @@ def load_json(body: bytes | str) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a Retry-After header given in seconds; dates are rare from these providers."""
-    for key, value in headers.items():
-        if key.lower() == "retry-after":
-            try:
-                return max(float(value), 0.0)
-            except ValueError:
-                return None
-    return None
-
-
-def kind_for_status(status: int) -> str:
-    """The fallback classification when the body says nothing more precise."""
-    if status == 401:
-        return "authentication"
-    if status == 403:
-        return "permission"
-    if status == 404:
-        return "not_found"
-    if status in (408, 504):
-        return "timeout"
-    if status == 429:
-        return "rate_limit"
-    if status in (503, 529):
-        return "overloaded"
-    if 400 <= status < 500:
-        return "invalid_request"
-    return "server"

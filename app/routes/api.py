@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import logging
 
+from flask import current_app
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 
@@ -10,9 +11,9 @@ from app.middleware.auth_middleware import current_identity, jwt_required, login
 from app.middleware.validation import validated
 from app.models import User
 from app.routes.docs import BEARER
-from app.schemas.auth import HealthResponse, ProfileUpdateRequest, UserResponse
+from app.schemas.auth import HealthResponse, ProfileUpdateRequest, ReadyResponse, UserResponse
 from app.schemas.common import ErrorResponse
-from app.services import auth_service
+from app.services import auth_service, lifecycle
 from app.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -24,13 +25,34 @@ bp = APIBlueprint("api", __name__, url_prefix="/api", abp_tags=[Tag(name="api")]
 @limiter.exempt
 def health():
     """Liveness and database reachability; public, never rate limited (load balancers poll it)."""
+    report = {"status": "ok", "version": __version__, "database": "ok"}
     try:
         db.session.execute(text("SELECT 1"))
     except Exception:
         logger.warning("health check: database unreachable", exc_info=True)
         db.session.rollback()
-        return {"status": "degraded", "version": __version__, "database": "unavailable"}, 503
-    return {"status": "ok", "version": __version__, "database": "ok"}
+        report["database"] = "unavailable"
+    redis_client = current_app.extensions.get("redis")
+    if redis_client is not None:
+        try:
+            redis_client.ping()
+            report["redis"] = "ok"
+        except Exception:
+            logger.warning("health check: Redis unreachable", exc_info=True)
+            report["redis"] = "unavailable"
+    if "unavailable" in report.values():
+        report["status"] = "degraded"
+        return report, 503
+    return report
+
+
+@bp.get("/ready", responses={200: ReadyResponse, 503: ReadyResponse})
+@limiter.exempt
+def ready():
+    """Whether this instance takes new requests: 503 while it drains after SIGTERM."""
+    if lifecycle.is_draining():
+        return {"status": "draining"}, 503
+    return {"status": "ready"}
 
 
 @bp.get("/profile", responses={200: UserResponse, 401: ErrorResponse}, security=BEARER)

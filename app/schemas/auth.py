@@ -72,3 +72,10 @@ class HealthResponse(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
     database: Literal["ok", "unavailable"]
+    redis: Literal["ok", "unavailable"] | None = Field(
+        default=None, description="Present when REDIS_URL is set."
+    )
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready", "draining"]

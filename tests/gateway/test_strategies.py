@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-import httpx
 import pytest
 
 from app.services.gateway.breaker import BreakerSettings, MemoryBreaker
@@ -13,6 +12,7 @@ from app.services.gateway.catalog import load_catalog
 from app.services.gateway.chat import Gateway, Timeouts
 from app.services.gateway.router import RetrySettings, Router
 from app.services.gateway.strategies import TargetStats, order_targets
+from app.services.gateway.upstream import build_provider_client
 
 HI = [{"role": "user", "content": "Hi"}]
 
@@ -36,7 +36,7 @@ def mock_gateway(tmp_path, strategy: str, weights: dict[str, float]) -> Gateway:
         budget=10,
         rng=random.Random(20261125),
     )
-    return Gateway(catalog, httpx.Client(), Timeouts(10, 10, 10, 1), router)
+    return Gateway(catalog, build_provider_client(1.0), Timeouts(10, 10, 10, 1), router)
 
 
 def test_weighted_split_over_a_thousand_calls_is_within_tolerance(tmp_path):

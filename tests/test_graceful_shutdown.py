@@ -1,0 +1,114 @@
+"""The production server on SIGTERM: /api/ready turns 503, in-flight streams finish, queued rows are
+written, and the process exits 0. Runs gunicorn for real, as a separate process."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.gateway.test_streaming import slow_stream
+from tests.upstreams.server import Upstream, json_response
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    stream_upstream = Upstream(slow_stream(gap=0.4, words=6)).start()
+    api_upstream = Upstream(lambda request: json_response({"ok": True})).start()
+    port = free_port()
+    database = tmp_path / "server.db"
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_hex(32),
+        "JWT_SECRET_KEY": secrets.token_hex(32),
+        "DATABASE_URL": f"sqlite:///{database}",
+        "OPENAI_API_KEY": "k",
+        "OPENAI_BASE_URL": stream_upstream.url + "/v1",
+        "EXTERNAL_API_ALLOW_PRIVATE_NETWORKS": "127.0.0.1/32",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "GUNICORN_WORKERS": "1",
+        "DRAIN_DELAY": "1.5",
+        "GRACEFUL_TIMEOUT": "15",
+        "BATCH_FLUSH_INTERVAL": "3600",  # nothing is written before shutdown unless shutdown writes it
+        "LOG_LEVEL": "WARNING",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"], cwd=ROOT, env=env
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{url}/api/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    yield process, url, database, api_upstream
+    if process.poll() is None:
+        process.kill()
+    stream_upstream.stop()
+    api_upstream.stop()
+
+
+def test_sigterm_drains_finishes_streams_flushes_rows_and_exits_0(server):
+    process, url, database, api_upstream = server
+    body = {"username": "drainer", "email": "drainer@example.com", "password": "Drain-Pass-123"}
+    httpx.post(f"{url}/api/auth/register", json=body).raise_for_status()
+    login = {"username": body["username"], "password": body["password"]}
+    token = httpx.post(f"{url}/api/auth/login", json=login).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    call = httpx.post(f"{url}/api/external/get", json={"url": api_upstream.url + "/x"}, headers=headers)
+    assert call.status_code == 200
+
+    lines: list[str] = []
+    first_chunk = threading.Event()
+
+    def read_stream() -> None:
+        payload = {"model": "openai/m-1", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        with httpx.stream(
+            "POST", f"{url}/v1/chat/completions", json=payload, headers=headers, timeout=30
+        ) as response:
+            for line in response.iter_lines():
+                if line.startswith("data: "):
+                    lines.append(line)
+                    first_chunk.set()
+
+    reader = threading.Thread(target=read_stream)
+    reader.start()
+    assert first_chunk.wait(10)
+    process.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    ready = httpx.get(f"{url}/api/ready", timeout=5)
+    assert ready.status_code == 503 and ready.json() == {"status": "draining"}
+
+    reader.join(timeout=20)
+    assert lines[-1] == "data: [DONE]"  # the stream in flight finished whole
+    assert process.wait(timeout=20) == 0
+    with create_engine(f"sqlite:///{database}").connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM external_calls")).scalar() == 1
