@@ -78,7 +78,17 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
         app,
         resources={r"/api/*": {}, r"/v1/*": {}},
         origins=settings.CORS_ORIGINS,
-        expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
+        expose_headers=[
+            "X-Request-ID",
+            "Retry-After",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            # Which target served an LLM call (app/services/gateway/router.py RouteInfo.headers).
+            "x-multillm-provider",
+            "x-multillm-model",
+            "x-multillm-attempts",
+            "x-multillm-fallback",
+        ],
     )
     # Order matters: the request id and the caller's identity are known before the limiter keys on them.
     app.before_request(start_request)

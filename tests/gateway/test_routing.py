@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import openai
 import pytest
 
+from app.errors import ProviderError
 from tests.gateway.routing_setup import (
     FAST_RETRIES,
     ResettingServer,
@@ -156,6 +158,12 @@ def test_every_target_failing_answers_the_last_failure(upstream, gateway):
         ask(gw)
     assert caught.value.status_code == 503 and "all busy" in caught.value.message
     assert [len(chat_requests(first)), len(chat_requests(second))] == [1, 1]
+    # The service's error carries the attempts, for usage rows and metrics of failed calls.
+    with pytest.raises(ProviderError) as failed:
+        gw.app.extensions["gateway"].complete_routed({"model": "smart", "messages": HI})
+    attempts = failed.value.route.attempts
+    assert [(a.provider, a.error) for a in attempts] == [("p0", "server"), ("p1", "overloaded")]
+    assert all(a.latency is not None for a in attempts) and failed.value.route.provider is None
 
 
 def test_single_target_answer_names_its_provider_without_fallback(upstream, gateway):
@@ -172,3 +180,16 @@ def test_embeddings_fall_back_too(upstream, gateway):
     result = gw.sdk.embeddings.create(model="smart", input=["a", "b"], encoding_format="float")
     assert len(result.data) == 2
     assert [len(broken.requests), len(healthy.requests)] == [1, 1]
+
+
+def test_browsers_may_read_the_routing_headers(upstream, gateway):
+    gw = gateway(routed_config(upstream(openai_like(reply="hi"))))
+    response = httpx.post(
+        f"{gw.url}/v1/chat/completions",
+        json={"model": "smart", "messages": HI},
+        headers={"Authorization": f"Bearer {gw.token}", "Origin": "https://app.example"},
+        timeout=10,
+    )
+    exposed = response.headers["access-control-expose-headers"].lower()
+    assert response.headers["x-multillm-provider"] == "p0"
+    assert all(f"x-multillm-{name}" in exposed for name in ("provider", "model", "attempts", "fallback"))

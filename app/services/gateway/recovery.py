@@ -98,7 +98,7 @@ def _routed(plan: RoutePlan, chat: dict[str, Any], open_stream: OpenStream) -> I
                 if not plan.continuing:
                     plan.continue_stream(error)
                 if not sent.stitchable or sent.finished:
-                    raise plan.original_error or error from None
+                    raise plan.failing_with(plan.original_error or error) from None
             continue
         except BaseException:
             attempt.abandoned()

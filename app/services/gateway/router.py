@@ -217,7 +217,7 @@ class RoutePlan:
                 self.info.skipped.append(target.key)
                 continue
             yield from self._attempts_on(target)
-        raise self._final_error()
+        raise self.failing_with(self._final_error())
 
     def _attempts_on(self, target: Target) -> Iterator[Attempt]:
         provider = self.router.catalog.provider(target.provider)
@@ -259,7 +259,8 @@ class RoutePlan:
 
     def _after_leaving(self, target: Target, error: ProviderError) -> None:
         if error.kind == "content_policy":
-            raise error  # the provider's verdict on the content; another provider is no way around it
+            # The provider's verdict on the content; another provider is no way around it.
+            raise self.failing_with(error)
         if error.kind == "context_length":
             self._keep_larger_contexts(target, error)
 
@@ -272,8 +273,13 @@ class RoutePlan:
             if t.context_window is not None and t.context_window > floor
         ]
         if not rest:
-            raise error
+            raise self.failing_with(error)
         self.targets = self.targets[: self._position] + rest
+
+    def failing_with(self, error: ProviderError) -> ProviderError:
+        """The error the caller sees, carrying this request's attempts as `route` for usage and metrics."""
+        error.route = self.info  # type: ignore[attr-defined]
+        return error
 
     def _final_error(self) -> ProviderError:
         if self.original_error is not None:
