@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import random
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
@@ -193,3 +196,37 @@ def test_browsers_may_read_the_routing_headers(upstream, gateway):
     exposed = response.headers["access-control-expose-headers"].lower()
     assert response.headers["x-multillm-provider"] == "p0"
     assert all(f"x-multillm-{name}" in exposed for name in ("provider", "model", "attempts", "fallback"))
+
+
+def test_random_faults_still_get_every_call_answered(upstream, gateway):
+    rng = random.Random(7)
+    lock = threading.Lock()
+    faults = [failing(500), failing(503), failing(429), failing(502)]
+
+    def sometimes_failing(reply: str):
+        healthy = openai_like(reply=reply)
+
+        def handler(request):
+            with lock:
+                fault = rng.choice(faults) if rng.random() < 0.6 else None
+            return fault(request) if fault else healthy(request)
+
+        return handler
+
+    first, second = upstream(sometimes_failing("first")), upstream(sometimes_failing("second"))
+    steady = upstream(openai_like(reply="steady"))
+    retries = {"max_per_target": 1, "backoff_base": 0.2, "backoff_cap": 0.2}
+    gw = gateway(routed_config(first, second, steady, retries=retries), LLM_BREAKER_FAILURES=1000)
+    service = gw.app.extensions["gateway"]
+
+    def call(_: int) -> str:
+        completion, _ = service.complete_routed({"model": "smart", "messages": HI})
+        return completion["choices"][0]["message"]["content"]
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(call, range(60)))
+    assert len(answers) == 60 and set(answers) <= {"first", "second", "steady"}
+    # Every call was answered once: by the first target, else the second, else the steady one.
+    served_by_first = answers.count("first")
+    assert 0 < served_by_first < 60 and answers.count("steady") > 0
+    assert len(chat_requests(steady)) == answers.count("steady")

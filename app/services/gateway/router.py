@@ -20,12 +20,15 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from app.errors import ProviderError
 from app.services.gateway.breaker import Breaker, BreakerSettings, MemoryBreaker
 from app.services.gateway.catalog import Catalog, ModelEntry, Provider, RetryBounds, Target
 from app.services.gateway.strategies import TargetStats, order_targets
 from app.utils.retry_policy import backoff_delay
+
+_T = TypeVar("_T")
 
 MIN_RETRY_GAP = 0.2  # seconds: at most five attempts a second on one target, whatever the jitter draws
 
@@ -55,7 +58,7 @@ class RetrySettings:
         )
 
 
-def _pick(value, default):  # type: ignore[no-untyped-def]
+def _pick(value: _T | None, default: _T) -> _T:
     return default if value is None else value
 
 
@@ -116,6 +119,8 @@ class Attempt:
 
     def timeout(self, limit: float) -> float:
         """`limit` cut to what is left of the request's budget."""
+        if self.plan.continuing:
+            return limit  # a long stream may outlive the budget; its continuation still gets a fair wait
         return max(0.05, min(limit, self.plan.remaining()))
 
     def succeeded(self) -> None:
