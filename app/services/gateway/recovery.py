@@ -122,8 +122,12 @@ def _fresh(attempt: Attempt, chat: dict[str, Any], sent: _Sent, open_stream: Ope
 
 def _continue(attempt: Attempt, chat: dict[str, Any], sent: _Sent, open_stream: OpenStream) -> Iterator[Any]:
     already = sent.joined()
+    trimmed = ""  # whitespace left out of the prefill, which the continuation may repeat
     if attempt.target.accepts_prefill and already:
-        messages = [*chat["messages"], {"role": "assistant", "content": already}]
+        # Anthropic refuses a prefill that ends in whitespace; the model writes the space itself.
+        prefill = already.rstrip()
+        trimmed = already[len(prefill) :]
+        messages = [*chat["messages"], {"role": "assistant", "content": prefill}]
         source = open_stream(attempt, {**chat, "messages": messages})
         matched = True
     else:
@@ -135,6 +139,12 @@ def _continue(attempt: Attempt, chat: dict[str, Any], sent: _Sent, open_stream: 
             if item is HEARTBEAT:
                 yield item
                 continue
+            if trimmed:
+                text = _text_of(item)
+                if text:
+                    # Drop the continuation's leading whitespace, as far as the client already has it.
+                    drop = min(len(trimmed), len(text) - len(text.lstrip()))
+                    item, trimmed = _with_text(item, text[drop:]), ""
             if not matched:
                 held += _text_of(item)
                 if len(held) < len(already):
