@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev run serve cluster test lint format bench bench-external clean
+.PHONY: install install-dev run serve cluster test lint format bench bench-smoke bench-external clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ cluster: install .env
 
 bench-external: install-dev
 	$(BIN)/python bench/external_proxy.py
+
+# Side-by-side benchmark against nginx, LiteLLM and Portkey on loopback (several minutes): bench/README.md
+bench: install
+	$(BIN)/python bench/run.py
+
+# Every scenario for a few seconds against the gateway alone; fails if any errors (CI runs it).
+bench-smoke: install
+	$(BIN)/python bench/run.py --smoke
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

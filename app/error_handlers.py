@@ -81,7 +81,17 @@ _CALLER_KINDS = frozenset({"invalid_request", "context_length", "content_policy"
 
 def handle_api_error(error: ApiError) -> Response:
     if error.status >= 500:
-        logger.warning("request failed: %s", error.code, extra={"error_code": error.code})
+        logger.warning(
+            "request failed: %s: %s",
+            error.code,
+            error.message,
+            extra={
+                "error_code": error.code,
+                "provider": getattr(error, "provider", None),
+                "kind": getattr(error, "kind", None),
+                "upstream_status": getattr(error, "upstream_status", None),
+            },
+        )
     openai_type = getattr(error, "openai_type", None)
     details = error.details or {}
     # OpenAI names the offending field in `param`; our validation errors carry it in details.fields.

@@ -84,9 +84,17 @@ def test_unknown_environment_is_refused(clean_env):
 
 
 def test_run_py_exits_non_zero_in_production_without_secrets(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "JWT_SECRET_KEY", "FLASK_ENV"}}
-    env.update({"APP_ENV": "production", "DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
-    # Run from an empty directory so no .env file is picked up.
+    env = {k: v for k, v in os.environ.items() if k != "FLASK_ENV"}
+    # Set but empty: python-dotenv never overrides a variable that exists, so a developer's .env cannot
+    # supply the secrets this test withholds.
+    env.update(
+        {
+            "APP_ENV": "production",
+            "DATABASE_URL": f"sqlite:///{tmp_path}/x.db",
+            "SECRET_KEY": "",
+            "JWT_SECRET_KEY": "",
+        }
+    )
     result = subprocess.run(
         [sys.executable, str(ROOT / "run.py")],
         cwd=tmp_path,

@@ -34,10 +34,19 @@ def test_a_full_run_logs_no_secret(upstream, gateway, caplog, capfd):
         with pytest.raises(openai.APIStatusError) as caught:
             gw.sdk.chat.completions.create(model="bad/m", messages=[{"role": "user", "content": "hi"}])
         httpx.get(f"{gw.url}/api/profile", headers={"Authorization": f"Bearer {gw.token}x"})
+        created = httpx.post(
+            f"{gw.url}/api/keys", json={"name": "logged?"}, headers={"Authorization": f"Bearer {gw.token}"}
+        )
+        api_key = created.json()["key"]
+        keyed = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=api_key, max_retries=0)
+        keyed.chat.completions.create(
+            model="g/gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}]
+        )
+        httpx.get(f"{gw.url}/api/profile", headers={"Authorization": f"Bearer {api_key}x"})
     output = capfd.readouterr()
     logs = caplog.text + output.out + output.err
     assert "/v1/chat/completions" in logs  # the access log was captured, so the check below means something
-    for secret in (PROVIDER_KEY, gw.token, gw.token.split(".")[2]):
+    for secret in (PROVIDER_KEY, gw.token, gw.token.split(".")[2], api_key, api_key[len("mla-") :]):
         assert secret not in logs
         assert secret not in str(caught.value.body)
     # Gemini's key travels in a header, never in the URL where proxies and logs would keep it.
