@@ -78,7 +78,17 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
         app,
         resources={r"/api/*": {}, r"/v1/*": {}},
         origins=settings.CORS_ORIGINS,
-        expose_headers=["X-Request-ID", "Retry-After", "X-RateLimit-Limit", "X-RateLimit-Remaining"],
+        expose_headers=[
+            "X-Request-ID",
+            "Retry-After",
+            "X-RateLimit-Limit",
+            "X-RateLimit-Remaining",
+            # Which target served an LLM call (app/services/gateway/router.py RouteInfo.headers).
+            "x-multillm-provider",
+            "x-multillm-model",
+            "x-multillm-attempts",
+            "x-multillm-fallback",
+        ],
     )
     # Order matters: the request id and the caller's identity are known before the limiter keys on them.
     app.before_request(start_request)
@@ -91,7 +101,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
     app.extensions["redis"] = redis_client
     app.extensions["verified_tokens"] = TTLCache(ttl=60.0, max_size=10_000)
-    app.extensions["gateway"] = _build_gateway(settings)
+    app.extensions["gateway"] = _build_gateway(settings, redis_client)
     app.extensions["external"] = ExternalProxy(settings_from_config(settings))
     app.extensions["external_audit"] = BatchWriter(app, ExternalCall, interval=settings.BATCH_FLUSH_INTERVAL)
     app.extensions["revocations"] = (
@@ -116,13 +126,27 @@ def _bind_usage(app: OpenAPI, settings: Config, redis_client: Any) -> None:
     install_metrics(app)
 
 
-def _build_gateway(settings: Config) -> Any:
+def _build_gateway(settings: Config, redis_client: Any) -> Any:
+    from app.services.gateway.breaker import BreakerSettings, MemoryBreaker, RedisBreaker
     from app.services.gateway.catalog import load_catalog
     from app.services.gateway.chat import Gateway, Timeouts
+    from app.services.gateway.router import RetrySettings, Router
     from app.services.gateway.upstream import build_provider_client
 
+    catalog = load_catalog(settings.MODELS_CONFIG or None)
+    breaker_settings = BreakerSettings(settings.LLM_BREAKER_FAILURES, settings.LLM_BREAKER_COOLDOWN)
+    # Shared through Redis when there is one, so every worker and instance skips a failing target.
+    breaker = (
+        RedisBreaker(redis_client, breaker_settings) if redis_client else MemoryBreaker(breaker_settings)
+    )
+    retry = RetrySettings(
+        max_per_target=settings.LLM_MAX_RETRIES_PER_TARGET,
+        backoff_base=settings.LLM_RETRY_BACKOFF_BASE,
+        backoff_cap=settings.LLM_RETRY_BACKOFF_CAP,
+        max_retry_after=settings.LLM_MAX_RETRY_AFTER,
+    )
     return Gateway(
-        load_catalog(settings.MODELS_CONFIG or None),
+        catalog,
         build_provider_client(settings.LLM_CONNECT_TIMEOUT),
         Timeouts(
             request=settings.LLM_REQUEST_TIMEOUT,
@@ -130,6 +154,7 @@ def _build_gateway(settings: Config) -> Any:
             stream_idle=settings.LLM_STREAM_IDLE_TIMEOUT,
             heartbeat=settings.LLM_STREAM_HEARTBEAT,
         ),
+        Router(catalog, breaker, retry, budget=settings.LLM_REQUEST_BUDGET),
     )
 
 

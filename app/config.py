@@ -187,6 +187,14 @@ class Config:
         self.LLM_FIRST_TOKEN_TIMEOUT = env_float("LLM_FIRST_TOKEN_TIMEOUT", 60.0, minimum=0.1)
         self.LLM_STREAM_IDLE_TIMEOUT = env_float("LLM_STREAM_IDLE_TIMEOUT", 60.0, minimum=0.1)
         self.LLM_STREAM_HEARTBEAT = env_float("LLM_STREAM_HEARTBEAT", 1.0, minimum=0.05)
+        # Routing across a model's targets (per-model overrides live in MODELS_CONFIG under retries:).
+        self.LLM_REQUEST_BUDGET = env_float("LLM_REQUEST_BUDGET", 900.0, minimum=0.1)
+        self.LLM_MAX_RETRIES_PER_TARGET = env_int("LLM_MAX_RETRIES_PER_TARGET", 2)
+        self.LLM_RETRY_BACKOFF_BASE = env_float("LLM_RETRY_BACKOFF_BASE", 0.5, minimum=0.01)
+        self.LLM_RETRY_BACKOFF_CAP = env_float("LLM_RETRY_BACKOFF_CAP", 8.0, minimum=0.01)
+        self.LLM_MAX_RETRY_AFTER = env_float("LLM_MAX_RETRY_AFTER", 30.0)
+        self.LLM_BREAKER_FAILURES = env_int("LLM_BREAKER_FAILURES", 5, minimum=1)
+        self.LLM_BREAKER_COOLDOWN = env_float("LLM_BREAKER_COOLDOWN", 30.0, minimum=0.01)
 
         self._settle_secrets()
 

@@ -76,6 +76,9 @@ def error_response(
     return response
 
 
+_CALLER_KINDS = frozenset({"invalid_request", "context_length", "content_policy"})
+
+
 def handle_api_error(error: ApiError) -> Response:
     if error.status >= 500:
         logger.warning(
@@ -93,8 +96,13 @@ def handle_api_error(error: ApiError) -> Response:
     details = error.details or {}
     # OpenAI names the offending field in `param`; our validation errors carry it in details.fields.
     param = details.get("param") or next(iter(details.get("fields") or {}), None)
+    code = error.code
+    if isinstance(error, ProviderError) and error.provider_code and error.kind in _CALLER_KINDS:
+        # The provider's own code (context_length_exceeded, content_policy_violation) tells the caller
+        # what to change; codes about our own key or the provider's health stay ours.
+        code = error.provider_code
     response = error_response(
-        error.status, error.code, error.message, error.details, openai_type=openai_type, param=param
+        error.status, code, error.message, error.details, openai_type=openai_type, param=param
     )
     retry_after = getattr(error, "retry_after", None)
     if isinstance(error, RateLimited | ProviderError) and retry_after:

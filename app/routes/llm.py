@@ -48,15 +48,17 @@ def chat_completions(body: ChatCompletionRequest):
     )
     if not body.stream:
         try:
-            result = gateway().complete(chat, allowed_models())
+            completion, route = gateway().complete_routed(chat, allowed_models())
         except BaseException as error:
             meter.finish("error", error=error)
             raise
-        usage_service.finish_completion(meter, result)
-        return result
+        meter.served_by(route)
+        usage_service.finish_completion(meter, completion)
+        return completion, 200, route.headers()
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     try:
-        events = usage_service.metered_stream(gateway().stream(chat, allowed_models()), meter)
+        routed = gateway().stream(chat, allowed_models())
+        events = usage_service.metered_stream(routed, meter)
     except BaseException as error:
         meter.finish("error", error=error)
         raise
@@ -65,7 +67,8 @@ def chat_completions(body: ChatCompletionRequest):
     return Response(
         stream_with_context(_sse(first, events, include_usage)),
         mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        # The route names the target that sent the first chunk; a mid-stream continuation comes later.
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **routed.route.headers()},
     )
 
 

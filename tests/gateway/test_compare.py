@@ -20,7 +20,8 @@ def test_compare_runs_models_concurrently_and_isolates_failures(upstream, gatewa
         },
         "models": {"priced": {"provider": "slow", "model": "m-1", "input_price": 1.0, "output_price": 2.0}},
     }
-    gw = gateway(config)
+    # The failing model's retries (backoff between them) would outlast the slow ones; they are not the point.
+    gw = gateway(config, LLM_MAX_RETRIES_PER_TARGET=0)
     started = time.monotonic()
     response = httpx.post(
         f"{gw.url}/api/llm/compare",

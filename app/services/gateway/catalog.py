@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -48,12 +48,33 @@ class Provider:
     adapter: ProviderAdapter
 
 
+STRATEGIES = ("fallback", "weighted", "least-latency", "least-busy")
+
+
 @dataclass(frozen=True)
 class Target:
     """One place a public model name can be served: a provider and the model name it knows."""
 
     provider: str
     model: str
+    weight: float = 1.0  # share of traffic under the weighted strategy
+    accepts_prefill: bool = False  # may continue a broken stream from an assistant prefill
+    context_window: int | None = None  # tokens; a context-length failure moves to a larger one
+
+    @property
+    def key(self) -> str:
+        """The name its breaker and statistics are kept under."""
+        return f"{self.provider}/{self.model}"
+
+
+@dataclass(frozen=True)
+class RetryBounds:
+    """How hard one request tries each target; a None field falls back to the environment's default."""
+
+    max_per_target: int | None = None  # retries after the first attempt, for retryable failures
+    backoff_base: float | None = None  # seconds; full jitter over base * 2^n, capped
+    backoff_cap: float | None = None
+    max_retry_after: float | None = None  # the longest Retry-After honoured on the same target
 
 
 @dataclass(frozen=True)
@@ -64,6 +85,8 @@ class ModelEntry:
     output_price: float | None = None
     context_window: int | None = None
     capabilities: frozenset[str] = field(default_factory=frozenset)
+    strategy: str = "fallback"
+    retries: RetryBounds = field(default_factory=RetryBounds)
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         if self.input_price is None or self.output_price is None:
@@ -107,6 +130,17 @@ class _TargetFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     provider: str
     model: str
+    weight: float = Field(default=1.0, gt=0)
+    accepts_prefill: bool = False
+    context_window: int | None = Field(default=None, gt=0)
+
+
+class _RetryFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    max_per_target: int | None = Field(default=None, ge=0, le=10)
+    backoff_base: float | None = Field(default=None, gt=0, le=60)
+    backoff_cap: float | None = Field(default=None, gt=0, le=300)
+    max_retry_after: float | None = Field(default=None, ge=0, le=3600)
 
 
 class _ModelFile(BaseModel):
@@ -118,6 +152,8 @@ class _ModelFile(BaseModel):
     output_price: float | None = Field(default=None, ge=0)
     context_window: int | None = Field(default=None, gt=0)
     capabilities: list[str] = Field(default_factory=list)
+    strategy: Literal["fallback", "weighted", "least-latency", "least-busy"] = "fallback"
+    retries: _RetryFile = Field(default_factory=_RetryFile)
 
 
 class _CatalogFile(BaseModel):
@@ -236,11 +272,15 @@ def _load_file(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, Provid
             raise ConfigError(
                 f"MODELS_CONFIG {path}: models.{alias}: give either provider and model, or targets"
             )
-        targets = [Target(t.provider, t.model) for t in spec.targets]
+        targets = [
+            Target(t.provider, t.model, t.weight, t.accepts_prefill, t.context_window) for t in spec.targets
+        ]
+        if len({target.key for target in targets}) != len(targets):
+            raise ConfigError(f"MODELS_CONFIG {path}: models.{alias}.targets: a target is listed twice")
         if not targets:
             if not (spec.provider and spec.model):
                 raise ConfigError(f"MODELS_CONFIG {path}: models.{alias}: provider and model are required")
-            targets = [Target(spec.provider, spec.model)]
+            targets = [Target(spec.provider, spec.model, context_window=spec.context_window)]
         models[alias] = ModelEntry(
             name=alias,
             targets=tuple(targets),
@@ -248,6 +288,8 @@ def _load_file(path: Path, environ: Mapping[str, str]) -> tuple[dict[str, Provid
             output_price=spec.output_price,
             context_window=spec.context_window,
             capabilities=frozenset(spec.capabilities),
+            strategy=spec.strategy,
+            retries=RetryBounds(**spec.retries.model_dump()),
         )
     return providers, models
 

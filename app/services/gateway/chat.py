@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import time
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +13,8 @@ from typing import Any
 from app.errors import ApiError, Forbidden, ProviderError
 from app.providers.aggregate import collect_completion
 from app.services.gateway.catalog import Catalog, ModelEntry, Provider, Target
+from app.services.gateway.recovery import RoutedStream
+from app.services.gateway.router import Attempt, RouteInfo, RoutePlan, Router, default_router
 from app.services.gateway.streaming import HEARTBEAT, relay
 from app.services.gateway.upstream import ProviderClient, close, iter_lines, open_response, read_json
 
@@ -26,36 +28,62 @@ class Timeouts:
 
 
 class Gateway:
-    """One per process: the catalog, the pooled provider client and the timeouts."""
+    """One per process: the catalog, the router, the pooled provider client and the timeouts."""
 
-    def __init__(self, catalog: Catalog, client: ProviderClient, timeouts: Timeouts) -> None:
+    def __init__(
+        self, catalog: Catalog, client: ProviderClient, timeouts: Timeouts, router: Router | None = None
+    ) -> None:
         self.catalog = catalog
         self.client = client
         self.timeouts = timeouts
+        self.router = router or default_router(catalog, budget=timeouts.request)
 
-    def route(self, model: str, allowed_models: Sequence[str] | None) -> tuple[ModelEntry, Target, Provider]:
+    def resolve(self, model: str, allowed_models: Sequence[str] | None) -> ModelEntry:
+        """The catalog entry for a public model name the caller may use."""
         entry = self.catalog.resolve(model)
         if allowed_models is not None and model not in allowed_models:
             raise Forbidden(f"This API key may not use the model '{model}'.", code="model_not_allowed")
+        return entry
+
+    def route(self, model: str, allowed_models: Sequence[str] | None) -> tuple[ModelEntry, Target, Provider]:
+        """The entry and its first configured target (the router may pick another per request)."""
+        entry = self.resolve(model, allowed_models)
         target = entry.targets[0]
         return entry, target, self.catalog.provider(target.provider)
 
     def complete(self, chat: dict[str, Any], allowed_models: Sequence[str] | None = None) -> dict[str, Any]:
-        _, target, provider = self.route(chat["model"], allowed_models)
-        adapter = provider.adapter
-        if adapter.is_local:
-            return collect_completion(adapter.local_stream(chat, target.model), target.model)
-        request = adapter.chat_request(chat, target.model, stream=False)
-        response = open_response(self.client, adapter, request, read_timeout=self.timeouts.request)
-        return adapter.parse_chat(read_json(response, provider.name), target.model)
+        return self.complete_routed(chat, allowed_models)[0]
 
-    def stream(self, chat: dict[str, Any], allowed_models: Sequence[str] | None = None) -> Iterator[Any]:
-        """Chunks, with HEARTBEAT markers while the provider is silent; ends only on the provider's end."""
-        _, target, provider = self.route(chat["model"], allowed_models)
+    def complete_routed(
+        self, chat: dict[str, Any], allowed_models: Sequence[str] | None = None
+    ) -> tuple[dict[str, Any], RouteInfo]:
+        """The completion, and which targets were tried and which one served it."""
+        plan = self.router.plan(self.resolve(chat["model"], allowed_models))
+        return _first_success(plan, lambda attempt: self._complete_once(attempt, chat)), plan.info
+
+    def _complete_once(self, attempt: Attempt, chat: dict[str, Any]) -> dict[str, Any]:
+        adapter, model = attempt.provider.adapter, attempt.target.model
+        if adapter.is_local:
+            return collect_completion(adapter.local_stream(chat, model), model)
+        request = adapter.chat_request(chat, model, stream=False)
+        timeout = attempt.timeout(self.timeouts.request)
+        response = open_response(self.client, adapter, request, read_timeout=timeout)
+        return adapter.parse_chat(read_json(response, attempt.provider.name), model)
+
+    def stream(self, chat: dict[str, Any], allowed_models: Sequence[str] | None = None) -> RoutedStream:
+        """Chunks, with HEARTBEAT markers while the provider is silent; ends only on the provider's end.
+
+        The returned stream's `route` names the serving target once the first chunk has been yielded.
+        """
+        plan = self.router.plan(self.resolve(chat["model"], allowed_models))
+        return RoutedStream(plan, chat, self._stream_once)
+
+    def _stream_once(self, attempt: Attempt, chat: dict[str, Any]) -> Iterator[Any]:
+        provider, model = attempt.provider, attempt.target.model
         adapter = provider.adapter
         if adapter.is_local:
-            return iter(adapter.local_stream(chat, target.model))
-        request = adapter.chat_request(chat, target.model, stream=True)
+            return iter(adapter.local_stream(chat, model))
+        request = adapter.chat_request(chat, model, stream=True)
         opened: list[Any] = []
 
         def chunks() -> Iterator[dict[str, Any]]:
@@ -64,7 +92,7 @@ class Gateway:
             response = open_response(self.client, adapter, request, read_timeout=self.timeouts.stream_idle)
             opened.append(response)
             try:
-                yield from adapter.parse_stream(iter_lines(response, provider.name), target.model)
+                yield from adapter.parse_stream(iter_lines(response, provider.name), model)
             finally:
                 close(response)
 
@@ -75,7 +103,7 @@ class Gateway:
         return relay(
             chunks(),
             provider=provider.name,
-            first_chunk_timeout=self.timeouts.first_chunk,
+            first_chunk_timeout=attempt.timeout(self.timeouts.first_chunk),
             idle_timeout=self.timeouts.stream_idle,
             heartbeat_interval=self.timeouts.heartbeat,
             close_upstream=close_upstream,
@@ -90,7 +118,18 @@ class Gateway:
         encoding_format: str | None,
         allowed_models: Sequence[str] | None = None,
     ) -> dict[str, Any]:
-        _, target, provider = self.route(model, allowed_models)
+        plan = self.router.plan(self.resolve(model, allowed_models))
+        result = _first_success(plan, lambda attempt: self._embed_once(attempt, model, inputs, dimensions))
+        if encoding_format == "base64":
+            # The openai SDK asks for base64 by default: little-endian float32, as OpenAI sends it.
+            for item in result["data"]:
+                item["embedding"] = base64.b64encode(array("f", item["embedding"]).tobytes()).decode()
+        return result
+
+    def _embed_once(
+        self, attempt: Attempt, model: str, inputs: list[str], dimensions: int | None
+    ) -> dict[str, Any]:
+        provider = attempt.provider
         adapter = provider.adapter
         if not adapter.supports_embeddings:
             raise ProviderError(
@@ -98,14 +137,10 @@ class Gateway:
                 kind="invalid_request",
                 provider=provider.name,
             )
-        request = adapter.embeddings_request(inputs, target.model, dimensions=dimensions)
-        response = open_response(self.client, adapter, request, read_timeout=self.timeouts.request)
-        result = adapter.parse_embeddings(read_json(response, provider.name), target.model)
-        if encoding_format == "base64":
-            # The openai SDK asks for base64 by default: little-endian float32, as OpenAI sends it.
-            for item in result["data"]:
-                item["embedding"] = base64.b64encode(array("f", item["embedding"]).tobytes()).decode()
-        return result
+        request = adapter.embeddings_request(inputs, attempt.target.model, dimensions=dimensions)
+        timeout = attempt.timeout(self.timeouts.request)
+        response = open_response(self.client, adapter, request, read_timeout=timeout)
+        return adapter.parse_embeddings(read_json(response, provider.name), attempt.target.model)
 
     def compare(
         self, chat: dict[str, Any], models: list[str], allowed_models: Sequence[str] | None = None
@@ -158,3 +193,19 @@ class Gateway:
             result["error"] = {"code": error.code, "message": error.message, "status": error.status}
         result["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
         return result
+
+
+def _first_success(plan: RoutePlan, call: Callable[[Attempt], dict[str, Any]]) -> dict[str, Any]:
+    """Try the plan's attempts until one succeeds; the plan raises when none is left."""
+    for attempt in plan:
+        try:
+            result = call(attempt)
+        except ProviderError as error:
+            attempt.failed(error)
+            continue
+        except BaseException:
+            attempt.abandoned()
+            raise
+        attempt.succeeded()
+        return result
+    raise AssertionError("a route plan ends by raising")  # pragma: no cover
