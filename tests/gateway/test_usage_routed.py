@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
 from sqlalchemy import select
 
 from app.extensions import db
 from app.models import UsageRecord
+from tests.gateway import routing_setup
 from tests.upstreams.openai_like import openai_like
 
-routing_setup = pytest.importorskip("tests.gateway.routing_setup")  # present once routing is merged
 HI = [{"role": "user", "content": "Hi"}]
 
 
