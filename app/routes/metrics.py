@@ -20,5 +20,7 @@ def metrics() -> Response:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
             raise Unauthorized("The metrics token is missing or wrong.")
-    body, content_type = current_app.extensions["metrics"].render()
+    metrics = current_app.extensions["metrics"]
+    metrics.observe_breakers(current_app.extensions["gateway"])
+    body, content_type = metrics.render()
     return Response(body, content_type=content_type)

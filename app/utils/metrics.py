@@ -8,11 +8,16 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from app.services.gateway.breaker import CLOSED, HALF_OPEN, OPEN
+
+BREAKER_VALUES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _LLM = ("provider", "model")
@@ -70,9 +75,23 @@ class Metrics:
         self.llm_in_flight = Gauge(
             "llm_requests_in_flight", "LLM calls in progress.", _LLM, multiprocess_mode="livesum", registry=r
         )
+        # Read from the breakers (in Redis when configured) at scrape time: 0 closed, 1 half-open, 2 open.
+        self.llm_breaker_state = Gauge(
+            "llm_breaker_state",
+            "Circuit breaker per target.",
+            ["target"],
+            multiprocess_mode="max",
+            registry=r,
+        )
         self.external_calls = Counter(
             "external_api_calls", "Calls through /api/external by outcome.", ["outcome"], registry=r
         )
+
+    def observe_breakers(self, gateway: Any) -> None:
+        router = gateway.router
+        targets = {target.key for entry in gateway.catalog.models.values() for target in entry.targets}
+        for key in sorted(targets):
+            self.llm_breaker_state.labels(key).set(BREAKER_VALUES.get(router.breaker.state(key), 0))
 
     def render(self) -> tuple[bytes, str]:
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")

@@ -132,6 +132,7 @@ def test_breaker_through_the_gateway_opens_skips_half_opens_and_closes(upstream,
     text, headers = ask(gw)
     assert text == "secondary" and len(chat_requests(primary)) == 2  # skipped, not asked
     assert headers["x-multillm-attempts"] == "1" and headers["x-multillm-fallback"] == "true"
+    assert breaker_gauges(gw) == {"open": 2.0, "closed": 0.0}
 
     time.sleep(0.6)  # past the cool-down, the primary has recovered
     primary_state["down"] = False
@@ -139,6 +140,20 @@ def test_breaker_through_the_gateway_opens_skips_half_opens_and_closes(upstream,
     assert text == "primary" and len(chat_requests(primary)) == 3  # the half-open trial
     assert "x-multillm-fallback" not in headers
     assert ask(gw)[0] == "primary" and len(chat_requests(primary)) == 4  # closed again
+    assert breaker_gauges(gw) == {"open": 0.0, "closed": 0.0}
+
+
+def breaker_gauges(gw) -> dict[str, float]:
+    """/metrics' llm_breaker_state of the primary ("open") and the secondary ("closed") targets."""
+    text = gw.app.test_client().get("/metrics").get_data(as_text=True)
+    values = {}
+    for line in text.splitlines():
+        if line.startswith("llm_breaker_state{"):
+            label = line.split('target="', 1)[1].split('"', 1)[0]
+            values[label] = float(line.rsplit(" ", 1)[1])
+    primary = values["p0/m-0"]
+    secondary = values["p1/m-1"]
+    return {"open": primary, "closed": secondary}
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
