@@ -7,10 +7,11 @@ import binascii
 import json
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from app.errors import ProviderError
-from app.providers.error_mapping import kind_for_status, retry_after_seconds  # noqa: F401  (re-exported)
+from app.providers.error_mapping import kind_for_status, retry_after_seconds
 
 # One classification for every adapter: status -> kind, Retry-After (seconds, ms or HTTP date) -> seconds.
 retry_after = retry_after_seconds
@@ -159,3 +160,14 @@ def load_json(body: bytes | str) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def status_only_error(label: str, provider: str, status: int, headers: Mapping[str, str]) -> ProviderError:
+    """The error for a response whose body names none (a proxy's HTML page, say): classified by status."""
+    return ProviderError(
+        f"{label} answered HTTP {status}",
+        kind=kind_for_status(status),
+        provider=provider,
+        upstream_status=status,
+        retry_after=retry_after(headers),
+    )

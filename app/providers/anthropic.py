@@ -287,13 +287,7 @@ class AnthropicAdapter(ProviderAdapter):
         data = shapes.load_json(body)
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
-            return ProviderError(
-                f"Anthropic answered HTTP {status}",
-                kind=shapes.kind_for_status(status),
-                provider=self._provider,
-                upstream_status=status,
-                retry_after=shapes.retry_after(headers),
-            )
+            return shapes.status_only_error("Anthropic", self._provider, status, headers)
         return self._error_from_object(error, status, shapes.retry_after(headers))
 
     def _error_from_object(

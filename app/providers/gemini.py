@@ -366,13 +366,7 @@ class GeminiAdapter(ProviderAdapter):
             data = data[0]
         error = data.get("error") if isinstance(data, dict) else None
         if not isinstance(error, dict):
-            return ProviderError(
-                f"Gemini answered HTTP {status}",
-                kind=shapes.kind_for_status(status),
-                provider=self._provider,
-                upstream_status=status,
-                retry_after=shapes.retry_after(headers),
-            )
+            return shapes.status_only_error("Gemini", self._provider, status, headers)
         return self._error_from_object(error, status, shapes.retry_after(headers))
 
     def _error_from_object(
