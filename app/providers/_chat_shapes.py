@@ -171,3 +171,16 @@ def status_only_error(label: str, provider: str, status: int, headers: Mapping[s
         upstream_status=status,
         retry_after=retry_after(headers),
     )
+
+
+def requested_max_tokens(chat: Mapping[str, Any]) -> int | None:
+    """The caller's completion budget: max_completion_tokens, OpenAI's newer name, wins over max_tokens."""
+    return chat.get("max_completion_tokens") or chat.get("max_tokens")
+
+
+def stop_sequences(chat: Mapping[str, Any]) -> list[str] | None:
+    """`stop` as a list (OpenAI takes a string or a list), or None when the caller gave none."""
+    stop = chat.get("stop")
+    if not stop:
+        return None
+    return [stop] if isinstance(stop, str) else list(stop)

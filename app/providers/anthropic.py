@@ -57,16 +57,16 @@ class AnthropicAdapter(ProviderAdapter):
             )
         system, messages = self._convert_messages(chat.get("messages") or [])
         default_max = int(self.settings.options.get("default_max_tokens", DEFAULT_MAX_TOKENS))
-        max_tokens = chat.get("max_completion_tokens") or chat.get("max_tokens") or default_max
+        max_tokens = shapes.requested_max_tokens(chat) or default_max
         body: dict[str, Any] = {"model": model, "max_tokens": max_tokens, "messages": messages}
         if system:
             body["system"] = system
         for ours, theirs in (("temperature", "temperature"), ("top_p", "top_p")):
             if chat.get(ours) is not None:
                 body[theirs] = chat[ours]
-        stop = chat.get("stop")
+        stop = shapes.stop_sequences(chat)
         if stop:
-            body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+            body["stop_sequences"] = stop
         if chat.get("user"):
             body["metadata"] = {"user_id": chat["user"]}
         # seed has no Anthropic equivalent; OpenAI documents it as best effort, so it is dropped.

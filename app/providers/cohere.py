@@ -60,12 +60,12 @@ class CohereAdapter(ProviderAdapter):
         ):
             if chat.get(ours) is not None:
                 body[theirs] = chat[ours]
-        max_tokens = chat.get("max_completion_tokens") or chat.get("max_tokens")
+        max_tokens = shapes.requested_max_tokens(chat)
         if max_tokens:
             body["max_tokens"] = max_tokens
-        stop = chat.get("stop")
+        stop = shapes.stop_sequences(chat)
         if stop:
-            body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+            body["stop_sequences"] = stop
         tools = list(chat.get("tools") or [])
         choice = chat.get("tool_choice")
         if isinstance(choice, Mapping):

@@ -118,12 +118,12 @@ class GeminiAdapter(ProviderAdapter):
         ):
             if chat.get(ours) is not None:
                 config[theirs] = chat[ours]
-        max_tokens = chat.get("max_completion_tokens") or chat.get("max_tokens")
+        max_tokens = shapes.requested_max_tokens(chat)
         if max_tokens:
             config["maxOutputTokens"] = max_tokens
-        stop = chat.get("stop")
+        stop = shapes.stop_sequences(chat)
         if stop:
-            config["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+            config["stopSequences"] = stop
         if (chat.get("n") or 1) > 1:
             config["candidateCount"] = chat["n"]
         response_format = chat.get("response_format") or {}

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from app.errors import ProviderError
+from app.providers._chat_shapes import requested_max_tokens
 from app.providers.base import HttpRequest
 from app.providers.error_mapping import decode_json_body, short_message
 from app.providers.openai import OpenAIAdapter, error_from_body, normalize_completion
@@ -60,7 +61,7 @@ def to_mistral_body(
             body[name] = chat[name]
     if chat.get("tools"):
         body["tools"] = [_with_parameters(tool) for tool in chat["tools"]]
-    max_tokens = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    max_tokens = requested_max_tokens(chat)
     if max_tokens is not None:
         body["max_tokens"] = max_tokens
     if chat.get("seed") is not None:

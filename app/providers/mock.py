@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from app.errors import ProviderError
+from app.providers._chat_shapes import requested_max_tokens
 from app.providers.base import HttpRequest, ProviderAdapter, UnsupportedFeature
 
 
@@ -56,7 +57,7 @@ class MockAdapter(ProviderAdapter):
             return {**base, "choices": [choice], "usage": None}
 
         tool = _tool_to_call(chat)
-        limit = chat.get("max_completion_tokens") or chat.get("max_tokens")
+        limit = requested_max_tokens(chat)
         if tool is not None:
             completion_tokens = 1
             for index in range(n):

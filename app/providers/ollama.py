@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from app.errors import ProviderError
+from app.providers._chat_shapes import requested_max_tokens
 from app.providers.aggregate import collect_completion
 from app.providers.base import HttpRequest, ProviderAdapter, UnsupportedFeature
 from app.providers.error_mapping import decode_json_body, kind_for_status, retry_after_seconds, short_message
@@ -89,7 +90,7 @@ def to_ollama_body(chat: Mapping[str, Any], model: str, *, stream: bool, provide
         "stream": stream,
     }
     options = {name: chat[field] for field, name in _OPTIONS.items() if chat.get(field) is not None}
-    max_tokens = chat.get("max_completion_tokens") or chat.get("max_tokens")
+    max_tokens = requested_max_tokens(chat)
     if max_tokens is not None:
         options["num_predict"] = max_tokens
     if chat.get("stop") is not None:
