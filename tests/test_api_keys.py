@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy import event, select, text, update
 from app.extensions import db
 from app.middleware.auth_middleware import Identity, load_identity, model_allowed
 from app.models import ApiKey
-from app.services.api_key_verifier import ApiKeyVerifier
+from app.services.api_key_verifier import CACHE_TTL, LOCAL_CACHE_TTL, ApiKeyVerifier
 from app.utils.ttl_cache import TTLCache
 from tests.conftest import STRONG_PASSWORD, bearer
 
@@ -83,7 +84,7 @@ def test_the_database_holds_only_a_hash(app, client, tokens):
     assert secret[12:] not in stored  # not even the part after the shown prefix
 
 
-def test_revoked_key_is_refused_at_once_in_every_instance(make_app, backend):
+def test_revoked_key_is_refused_by_every_instance(make_app, backend):
     first, second = make_app(), make_app()
     one, two = first.test_client(), second.test_client()
     assert (
@@ -98,11 +99,17 @@ def test_revoked_key_is_refused_at_once_in_every_instance(make_app, backend):
     # Both instances have verified (and, with Redis, cached) the key before it is revoked.
     assert one.get("/api/profile", headers=bearer(created["key"])).status_code == 200
     assert two.get("/api/profile", headers=bearer(created["key"])).status_code == 200
-    assert (second.extensions["api_keys"].cache is not None) == bool(backend["REDIS_URL"])
 
     revoked = one.delete(f"/api/keys/{created['id']}", headers=bearer(login["access_token"]))
     assert revoked.status_code == 200
     assert revoked.get_json() == {"message": "The API key is revoked."}
+    # With Redis every instance refuses at once; without it another process's cache entry lives at
+    # most LOCAL_CACHE_TTL, so the other instance refuses within that.
+    if not backend["REDIS_URL"]:
+        deadline = time.monotonic() + LOCAL_CACHE_TTL + 0.2
+        while two.get("/api/profile", headers=bearer(created["key"])).status_code == 200:
+            assert time.monotonic() < deadline, "still accepted after the local cache's lifetime"
+            time.sleep(0.05)
     for client in (one, two):
         response = client.get("/api/profile", headers=bearer(created["key"]))
         assert response.status_code == 401
@@ -146,9 +153,8 @@ def test_expired_key_is_refused(app, client, tokens):
     with app.app_context():
         db.session.execute(update(ApiKey).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
         db.session.commit()
-    cache = app.extensions["api_keys"].cache
-    if cache is not None:  # Redis backend: the cached entry still holds the old expiry; drop it
-        cache.discard(hashlib.sha256(created["key"].encode()).hexdigest())
+    # The cached entry still holds the old expiry (a change of expiry is not a revocation); drop it.
+    app.extensions["api_keys"].cache.discard(hashlib.sha256(created["key"].encode()).hexdigest())
     response = client.get("/api/profile", headers=bearer(created["key"]))
     assert response.status_code == 401
     assert response.get_json()["error"] == {"code": "invalid_token", "message": "The API key has expired."}
@@ -277,18 +283,23 @@ def count_statements(app, client, secret):
     return statements
 
 
-def test_verifying_a_known_key_costs_no_sql_with_redis_and_one_select_without(app, client, backend, tokens):
-    """With Redis: a cached key runs no statement on api_keys (only the route's own user lookup).
-    Without Redis: exactly one statement on api_keys, the indexed SELECT by hash. Never a write."""
+def test_verifying_a_known_key_costs_no_sql_while_cached(app, client, backend, tokens, monkeypatch):
+    """A cached key runs no statement on api_keys (only the route's own user lookup). Once the entry
+    has expired (at once here), exactly one: the indexed SELECT by hash. Never a write."""
     secret = create_key(client, tokens["access_token"])["key"]
     count_statements(app, client, secret)  # first use: loads, caches, writes last_used_at
+    assert [s for s in count_statements(app, client, secret) if "api_keys" in s] == []
+    monkeypatch.setattr(app.extensions["api_keys"].cache, "ttl", 0.0)
+    app.extensions["api_keys"].cache.discard(hashlib.sha256(secret.encode()).hexdigest())
     statements = [s for s in count_statements(app, client, secret) if "api_keys" in s]
-    if backend["REDIS_URL"]:
-        assert statements == []
-    else:
-        assert len(statements) == 1
-        assert statements[0].lstrip().upper().startswith("SELECT")
-        assert "key_hash =" in statements[0]
+    assert len(statements) == 1
+    assert statements[0].lstrip().upper().startswith("SELECT")
+    assert "key_hash =" in statements[0]
+
+
+def test_without_redis_a_key_is_cached_for_a_second_only(app, backend):
+    assert app.extensions["api_keys"].cache.ttl == (CACHE_TTL if backend["REDIS_URL"] else LOCAL_CACHE_TTL)
+    assert LOCAL_CACHE_TTL <= 1.0
 
 
 def test_identity_carries_the_key_and_its_models(app, client, tokens):

@@ -7,6 +7,7 @@ from datetime import timedelta
 import jwt as pyjwt
 import pytest
 
+from app.services.api_key_verifier import LOCAL_CACHE_TTL
 from tests.conftest import STRONG_PASSWORD, bearer
 
 
@@ -210,7 +211,7 @@ def test_logout_revokes_access_and_refresh_tokens(client, auth):
     assert refresh.get_json()["error"]["code"] == "token_revoked"
 
 
-def test_revocation_holds_across_app_instances(make_app):
+def test_revocation_holds_across_app_instances(make_app, backend):
     first_app, second_app = make_app(), make_app()
     first, second = first_app.test_client(), second_app.test_client()
     from tests.conftest import AuthActions
@@ -218,6 +219,13 @@ def test_revocation_holds_across_app_instances(make_app):
     tokens = AuthActions(first).signup()
     assert second.get("/api/profile", headers=bearer(tokens["access_token"])).status_code == 200
     assert first.post("/api/auth/logout", headers=bearer(tokens["access_token"])).status_code == 200
+    assert first.get("/api/profile", headers=bearer(tokens["access_token"])).status_code == 401
+    if not backend["REDIS_URL"]:
+        # Without Redis another process remembers a live session for at most LOCAL_CACHE_TTL.
+        deadline = time.monotonic() + LOCAL_CACHE_TTL + 0.2
+        while second.get("/api/profile", headers=bearer(tokens["access_token"])).status_code == 200:
+            assert time.monotonic() < deadline, "still accepted after the local cache's lifetime"
+            time.sleep(0.05)
     assert second.get("/api/profile", headers=bearer(tokens["access_token"])).status_code == 401
     assert (
         second.post("/api/auth/refresh", json={"refresh_token": tokens["refresh_token"]}).status_code == 401

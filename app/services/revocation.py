@@ -1,7 +1,9 @@
 """Where revoked logins are remembered, so a revoked token stays refused in every process and instance.
 
 The database row of the session is the source of truth. With REDIS_URL set, revocations are also
-written to Redis, and checks read Redis only: one round trip, no SQL on the request path.
+written to Redis, and checks read Redis only: one round trip, no SQL on the request path. Without
+Redis, a session found live is remembered for LOCAL_CACHE_TTL (one second), as API keys are: the
+process that revokes refuses at once, the other workers within a second.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import AuthSession
+from app.services.api_key_verifier import LOCAL_CACHE_TTL
+from app.utils.ttl_cache import TTLCache
 
 
 class RevocationStore(Protocol):
@@ -22,15 +26,25 @@ class RevocationStore(Protocol):
 
 
 class DatabaseRevocations:
+    def __init__(self) -> None:
+        self.live: TTLCache[str, bool] = TTLCache(LOCAL_CACHE_TTL, 10_000)
+
     def is_revoked(self, session_id: str) -> bool:
+        if self.live.get(session_id):
+            return False
         row = db.session.execute(
             select(AuthSession.revoked_at).where(AuthSession.id == session_id)
         ).one_or_none()
         # A session we do not know (a deleted user, a wiped database) counts as revoked.
-        return row is None or row.revoked_at is not None
+        revoked = row is None or row.revoked_at is not None
+        if not revoked:
+            self.live.set(session_id, True)
+        return revoked
 
     def mark_revoked(self, session_ids: list[str]) -> None:
-        """The rows were already updated by the caller's transaction."""
+        """The rows were already updated by the caller's transaction; forget them here at once."""
+        for session_id in session_ids:
+            self.live.discard(session_id)
 
 
 class RedisRevocations:
