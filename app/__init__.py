@@ -68,6 +68,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app.services.batch_writer import BatchWriter
     from app.services.external_proxy import ExternalProxy, settings_from_config
     from app.services.revocation import DatabaseRevocations, RedisRevocations
+    from app.utils import rate_limit_storage
     from app.utils.redis_client import redis_from_url
     from app.utils.ttl_cache import TTLCache
 
@@ -96,6 +97,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     app.before_request(load_identity)
     # after_request hooks run last-registered-first: tag_response must see the limiter's headers.
     app.after_request(tag_response)
+    app.config["RATELIMIT_STORAGE_URI"] = rate_limit_storage.storage_uri(app.config["RATELIMIT_STORAGE_URI"])
     limiter.init_app(app)
 
     redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
