@@ -4,16 +4,25 @@ The client is urllib3, chosen by measurement: on one core under gevent, 256 conc
 answering in 500 ms ran at about 465 requests/s through a urllib3 pool and at about 70/s through httpx's
 (100/s with 256 threads), whose pool bookkeeping grows with the number of requests waiting on it.
 
+Two measured savings on each call (bench/, ~0.25 ms of a 0.7 ms call on one core): requests go to the
+origin's connection pool directly, found by URL in a dict, instead of through PoolManager's URL parsing
+and pool-key building; and the check that a pooled connection is still open polls with the operating
+system's poll(), not gevent's, which builds watchers and yields to the hub for a check that never waits.
+
 Provider base URLs are operator configuration and trusted, so this client has no egress guard; every URL
 that comes from a request goes through app/utils/egress_guard.py instead.
 """
 
 from __future__ import annotations
 
+import select
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import orjson
 import urllib3
+from gevent import monkey
+from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError as Urllib3Error
 from urllib3.exceptions import NewConnectionError, ProtocolError, ReadTimeoutError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
@@ -23,6 +32,38 @@ from app.providers.base import HttpRequest, ProviderAdapter
 
 MAX_ERROR_BODY = 64 * 1024  # an error page is read only this far before it is classified
 READ_SIZE = 64 * 1024
+
+
+_os_poll = monkey.get_original("select", "poll")  # the real one, also after gevent patched select
+MAX_ROUTES = 4096  # URL -> pool entries; providers use a handful of URLs per model
+
+
+def _open_now(sock: object) -> bool:
+    """A pooled connection is reusable if nothing is readable on it: no data, no close from the peer.
+    poll() with a zero timeout never blocks, so calling the OS directly is safe under gevent."""
+    poller = _os_poll()
+    poller.register(sock, select.POLLIN)
+    return not poller.poll(0)
+
+
+class _Connection(HTTPConnection):
+    @property
+    def is_connected(self) -> bool:
+        return self.sock is not None and _open_now(self.sock)
+
+
+class _TLSConnection(HTTPSConnection):
+    @property
+    def is_connected(self) -> bool:
+        return self.sock is not None and _open_now(self.sock)
+
+
+class _Pool(urllib3.HTTPConnectionPool):
+    ConnectionCls = _Connection
+
+
+class _TLSPool(urllib3.HTTPSConnectionPool):
+    ConnectionCls = _TLSConnection
 
 
 class ProviderClient:
@@ -36,6 +77,20 @@ class ProviderClient:
             block=False,  # past maxsize, open an extra connection rather than queue behind the pool
             retries=False,  # retrying is the router's decision, never the client's
         )
+        self.pool.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
+        self._routes: dict[str, tuple[urllib3.HTTPConnectionPool, str]] = {}
+
+    def route(self, url: str) -> tuple[urllib3.HTTPConnectionPool, str]:
+        """The connection pool for the URL's origin and the path (with query) to ask it for."""
+        found = self._routes.get(url)
+        if found is None:
+            parts = urlsplit(url)
+            path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+            found = (self.pool.connection_from_url(url), path)
+            if len(self._routes) >= MAX_ROUTES:
+                self._routes.clear()
+            self._routes[url] = found
+        return found
 
 
 def build_provider_client(connect_timeout: float, max_connections: int = 1000) -> ProviderClient:
@@ -56,13 +111,15 @@ def open_response(
     if body is not None:
         headers.setdefault("Content-Type", "application/json")
     try:
-        response = client.pool.request(
+        pool, path = client.route(request.url)
+        response = pool.urlopen(
             request.method,
-            request.url,
+            path,
             body=body,
             headers=headers,
             preload_content=False,
             redirect=False,
+            retries=False,
             timeout=urllib3.Timeout(connect=client.connect_timeout, read=read_timeout),
         )
     except NewConnectionError:  # refused or unresolvable; urllib3 files it under timeouts, it is not one
