@@ -26,7 +26,7 @@ class SweepingMemoryStorage(MemoryStorage):
         self._next_sweep = time.monotonic() + SWEEP_INTERVAL
 
     # Replaces the parent's private hook (name-mangled), called by incr, decr and acquire_entry.
-    def _MemoryStorage__schedule_expiry(self) -> None:  # noqa: N802
+    def _MemoryStorage__schedule_expiry(self) -> None:
         now = time.monotonic()
         if now < self._next_sweep:
             return
