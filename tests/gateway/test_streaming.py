@@ -4,6 +4,7 @@ a client that goes away has its upstream closed."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -73,6 +74,77 @@ def test_whole_stream_ends_with_done(upstream, gateway):
         "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1])
         == "one two three"
     )
+
+
+class KeepAliveStreams:
+    """A raw HTTP/1.1 server that keeps connections open across chunked SSE answers (werkzeug's closes
+    them), and sends the body's last chunk a moment after [DONE], as a slow network would."""
+
+    def __init__(self, tail_delay: float) -> None:
+        self.tail_delay = tail_delay
+        self.connections = 0
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        reader = conn.makefile("rb")
+        with conn, reader:
+            while True:
+                head = [reader.readline()]
+                while head[-1] not in (b"\r\n", b""):
+                    head.append(reader.readline())
+                if head[-1] == b"":
+                    return  # the client closed the connection
+                length = next(
+                    int(line.split(b":")[1]) for line in head if line.lower().startswith(b"content-length")
+                )
+                reader.read(length)
+                self.requests += 1
+                conn.sendall(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                )
+                for event in (_chunk({"content": "hi"}), _chunk({}, "stop"), b"data: [DONE]\n\n"):
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
+                time.sleep(self.tail_delay)
+                conn.sendall(b"0\r\n\r\n")
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def test_a_finished_stream_leaves_its_connection_for_the_next_call(gateway):
+    server = KeepAliveStreams(tail_delay=0.05)
+    try:
+        gw = gateway(provider_config("p", "openai", server.url + "/v1"))
+        for _ in range(3):
+            assert raw_events(gw)[-1] == "[DONE]"
+            time.sleep(0.2)  # the body's last chunk, after [DONE], is read in the background
+        assert server.requests == 3
+        assert server.connections == 1
+    finally:
+        server.stop()
+
+
+def test_a_stream_whose_body_never_ends_after_done_still_ends_for_the_client(gateway):
+    server = KeepAliveStreams(tail_delay=3.0)  # the last chunk comes long after [DONE]
+    try:
+        gw = gateway(provider_config("p", "openai", server.url + "/v1"))
+        started = time.monotonic()
+        assert raw_events(gw)[-1] == "[DONE]"
+        assert time.monotonic() - started < 1.0  # [DONE] is not held back for the body's end
+    finally:
+        server.stop()
 
 
 def test_cut_stream_ends_with_an_error_event_and_no_done(upstream, gateway):

@@ -16,7 +16,14 @@ from app.services.gateway.catalog import Catalog, ModelEntry, Provider, Target
 from app.services.gateway.recovery import RoutedStream
 from app.services.gateway.router import Attempt, RouteInfo, RoutePlan, Router, default_router
 from app.services.gateway.streaming import HEARTBEAT, relay
-from app.services.gateway.upstream import ProviderClient, close, iter_lines, open_response, read_json
+from app.services.gateway.upstream import (
+    ProviderClient,
+    close,
+    iter_lines,
+    open_response,
+    read_json,
+    recycle,
+)
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class Gateway:
             return iter(adapter.local_stream(chat, model))
         request = adapter.chat_request(chat, model, stream=True)
         opened: list[Any] = []
+        ended: list[Any] = []  # responses whose stream the provider finished: their connection is kept
 
         def chunks() -> Iterator[dict[str, Any]]:
             # Opened inside the relay, so waiting for the response headers counts against the first-token
@@ -93,12 +101,17 @@ class Gateway:
             opened.append(response)
             try:
                 yield from adapter.parse_stream(iter_lines(response, provider.name), model)
-            finally:
+            except BaseException:
                 close(response)
+                raise
+            ended.append(response)
 
         def close_upstream() -> None:
             for response in opened:
-                close(response)
+                if response in ended:
+                    recycle(response)
+                else:
+                    close(response)
 
         return relay(
             chunks(),

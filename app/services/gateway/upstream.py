@@ -16,6 +16,7 @@ that comes from a request goes through app/utils/egress_guard.py instead.
 from __future__ import annotations
 
 import select
+import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
@@ -141,6 +142,25 @@ def close(response: urllib3.BaseHTTPResponse) -> None:
     """Drop the connection: after a cut, a timeout or a departed client it cannot be reused safely."""
     response.close()
     response.release_conn()
+
+
+def recycle(response: urllib3.BaseHTTPResponse) -> None:
+    """Keep the connection of a stream the provider ended, for the next call: a new one costs a connect
+    (and a TLS handshake) on the next request's path.
+
+    A body read to its end has already gone back to the pool (urllib3 does that at EOF). An adapter may
+    stop at its end marker (OpenAI's [DONE]) before the body's last bytes: those are read in the
+    background, so the client's stream is not held up, and the connection is closed if they never come.
+    """
+    if response.closed:
+        return
+    threading.Thread(target=_drain, args=(response,), name="drain-upstream", daemon=True).start()
+
+
+def _drain(response: urllib3.BaseHTTPResponse) -> None:
+    response.drain_conn()  # reads to the end (bounded by the read timeout) and gives the connection back
+    if not response.closed:
+        close(response)
 
 
 def _read_bounded(response: urllib3.BaseHTTPResponse) -> bytes:
