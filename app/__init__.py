@@ -15,6 +15,7 @@ from app.error_handlers import raise_validation_failed, register_error_handlers
 from app.extensions import cors, db, jwt, limiter, migrate
 from app.json_provider import OrjsonProvider
 from app.logging_setup import configure_logging
+from app.middleware.no_sessions import NoSessions
 from app.version import __version__
 
 
@@ -37,6 +38,7 @@ def create_app(config: str | Config | None = None) -> OpenAPI:
         static_folder=None,
     )
     app.config.from_object(settings)
+    app.session_interface = NoSessions()
     _ensure_sqlite_directory(settings.SQLALCHEMY_DATABASE_URI)
     app.json = OrjsonProvider(app)
     if settings.TRUSTED_PROXIES:

@@ -68,3 +68,14 @@ def test_interactive_docs_are_served(client):
     swagger = client.get("/docs/swagger")
     assert swagger.status_code == 200
     assert b"swagger" in swagger.data.lower()
+
+
+def test_no_cookie_session_is_opened_or_set(app, client):
+    from flask import session
+    from flask.sessions import NullSession
+
+    with app.test_request_context("/api/health"):
+        app.preprocess_request()
+        assert isinstance(session._get_current_object(), NullSession)
+    response = client.get("/api/health")
+    assert "Set-Cookie" not in response.headers
