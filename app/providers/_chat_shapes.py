@@ -10,6 +10,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from app.errors import ProviderError
 from app.providers.error_mapping import kind_for_status, retry_after_seconds
 
@@ -157,7 +159,7 @@ def parse_arguments(arguments: str | None, provider: str) -> dict[str, Any]:
 def load_json(body: bytes | str) -> Any:
     """Decoded JSON, or None when the body is not JSON (an HTML error page from a proxy, say)."""
     try:
-        return json.loads(body)
+        return orjson.loads(body)
     except (ValueError, UnicodeDecodeError):
         return None
 

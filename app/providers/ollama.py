@@ -13,6 +13,8 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import orjson
+
 from app.errors import ProviderError
 from app.providers._chat_shapes import requested_max_tokens
 from app.providers.aggregate import collect_completion
@@ -209,7 +211,7 @@ class OllamaAdapter(ProviderAdapter):
             if not line.strip():
                 continue
             try:
-                part = json.loads(line)
+                part = orjson.loads(line)
             except ValueError:
                 logger.warning("dropped a non-JSON stream line from %s", self.settings.name)
                 continue

@@ -5,12 +5,13 @@ Wire reference: the openai SDK (types/chat/completion_create_params.py, _streami
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
+
+import orjson
 
 from app.errors import ProviderError
 from app.providers.base import HttpRequest, ProviderAdapter
@@ -167,7 +168,7 @@ class OpenAIAdapter(ProviderAdapter):
                     yield _usage_chunk(last, usage)
                 return
             try:
-                data = json.loads(event.data)
+                data = orjson.loads(event.data)
             except ValueError:
                 logger.warning("dropped a non-JSON stream event from %s", self.settings.name)
                 continue
