@@ -12,7 +12,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Config, load_config
 from app.error_handlers import raise_validation_failed, register_error_handlers
-from app.extensions import cors, db, jwt, limiter, migrate
+from app.extensions import cors, db, jwt, migrate
 from app.json_provider import OrjsonProvider
 from app.logging_setup import configure_logging
 from app.middleware.no_sessions import NoSessions
@@ -64,13 +64,13 @@ def _ensure_sqlite_directory(url: str) -> None:
 def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app import models  # noqa: F401  (registers the tables)
     from app.middleware.auth_middleware import load_identity
+    from app.middleware.rate_limits import RateLimits
     from app.middleware.request_context import check_json_body, start_request, tag_response
     from app.models import ExternalCall
     from app.services.api_key_verifier import ApiKeyVerifier
     from app.services.batch_writer import BatchWriter
     from app.services.external_proxy import ExternalProxy, settings_from_config
     from app.services.revocation import DatabaseRevocations, RedisRevocations
-    from app.utils import rate_limit_storage
     from app.utils.redis_client import redis_from_url
     from app.utils.ttl_cache import TTLCache
 
@@ -93,14 +93,17 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
             "x-multillm-fallback",
         ],
     )
-    # Order matters: the request id and the caller's identity are known before the limiter keys on them.
+    # Order matters: the request id and the caller's identity are known before the limits key on them.
     app.before_request(start_request)
     app.before_request(check_json_body)
     app.before_request(load_identity)
-    # after_request hooks run last-registered-first: tag_response must see the limiter's headers.
     app.after_request(tag_response)
-    app.config["RATELIMIT_STORAGE_URI"] = rate_limit_storage.storage_uri(app.config["RATELIMIT_STORAGE_URI"])
-    limiter.init_app(app)
+    RateLimits(
+        settings.RATELIMIT_STORAGE_URI,
+        settings.RATE_LIMIT_DEFAULT,
+        settings.RATELIMIT_KEY_PREFIX,
+        enabled=settings.RATELIMIT_ENABLED,
+    ).init_app(app)
 
     redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
     app.extensions["redis"] = redis_client

@@ -135,10 +135,6 @@ class Config:
         self.RATE_LIMIT_DEFAULT = f"{self.RATE_LIMIT_PER_MINUTE} per minute"
         self.AUTH_RATE_LIMIT = env_str("AUTH_RATE_LIMIT", "10 per minute")
         self.RATELIMIT_STORAGE_URI = env_str("RATE_LIMIT_STORAGE_URL", "memory://")
-        self.RATELIMIT_HEADERS_ENABLED = True
-        # Flask-Limiter would put its own Retry-After on every response, over a provider's; it gets its
-        # own name, and tag_response turns it into Retry-After on the limiter's 429s only.
-        self.RATELIMIT_HEADER_RETRY_AFTER = "X-RateLimit-Retry-After"
         self.RATELIMIT_KEY_PREFIX = "mla-limit"
 
         self.CORS_ORIGINS = env_list("CORS_ORIGINS") or ["*"]

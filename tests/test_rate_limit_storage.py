@@ -58,5 +58,8 @@ def test_memory_urls_select_it_and_others_are_left_alone():
 
 
 def test_the_app_uses_it_without_redis(app, backend):
-    uri = app.config["RATELIMIT_STORAGE_URI"]
-    assert uri.startswith("redis://") if backend["REDIS_URL"] else uri == "memory-sweep://"
+    storage = app.extensions["rate_limits"].storage
+    if backend["REDIS_URL"]:
+        assert type(storage).__name__ == "RedisStorage"
+    else:
+        assert isinstance(storage, SweepingMemoryStorage)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 from tests.conftest import STRONG_PASSWORD, AuthActions, bearer
 
 
@@ -63,3 +65,39 @@ def test_register_is_limited(make_app):
 def test_limits_can_be_switched_off(make_app):
     client = make_app(RATE_LIMIT_DEFAULT="1 per minute", RATELIMIT_ENABLED=False).test_client()
     assert [client.get("/api/profile").status_code for _ in range(3)] == [401, 401, 401]
+
+
+def test_probes_are_never_limited(make_app):
+    client = make_app(RATE_LIMIT_DEFAULT="1 per minute").test_client()
+    for path in ("/api/health", "/api/ready", "/api/health"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert "X-RateLimit-Limit" not in response.headers
+
+
+def test_a_refusal_reports_the_limit_and_when_to_retry(make_app):
+    client = make_app(RATE_LIMIT_DEFAULT="1 per minute").test_client()
+    assert client.get("/api/profile").status_code == 401
+    refused = client.get("/api/profile")
+    assert refused.status_code == 429
+    assert refused.headers["X-RateLimit-Limit"] == "1"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 60
+    assert refused.get_json()["error"]["message"] == "Rate limit exceeded: 1 per 1 minute."
+
+
+def test_an_unreachable_limit_store_lets_requests_through_with_a_warning(make_app):
+    client = make_app(
+        RATE_LIMIT_DEFAULT="1 per minute", RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0"
+    ).test_client()
+    warnings: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = warnings.append  # type: ignore[method-assign]
+    logger = logging.getLogger("app.middleware.rate_limits")
+    logger.addHandler(handler)
+    try:
+        statuses = [client.get("/api/profile").status_code for _ in range(3)]
+    finally:
+        logger.removeHandler(handler)
+    assert statuses == [401, 401, 401]  # not 429, not 500
+    assert [r.getMessage() for r in warnings] == ["rate-limit storage unavailable; requests pass unlimited"]

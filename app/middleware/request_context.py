@@ -53,9 +53,6 @@ def check_json_body() -> None:
 
 def tag_response(response: Response) -> Response:
     response.headers["X-Request-ID"] = g.get("request_id", "")
-    limiter_wait = response.headers.pop("X-RateLimit-Retry-After", None)
-    if response.status_code == 429 and "Retry-After" not in response.headers and limiter_wait:
-        response.headers["Retry-After"] = str(max(1, int(limiter_wait)))
     elapsed_ms = (time.perf_counter() - g.get("started", time.perf_counter())) * 1000
     identity = g.get("identity")
     logger.info(

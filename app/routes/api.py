@@ -6,7 +6,8 @@ from flask import current_app
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import text
 
-from app.extensions import db, limiter
+from app.extensions import db
+from app.middleware import rate_limits
 from app.middleware.auth_middleware import current_identity, jwt_required, login_required
 from app.middleware.validation import validated
 from app.models import User
@@ -22,7 +23,7 @@ bp = APIBlueprint("api", __name__, url_prefix="/api", abp_tags=[Tag(name="api")]
 
 
 @bp.get("/health", responses={200: HealthResponse, 503: HealthResponse})
-@limiter.exempt
+@rate_limits.exempt
 def health():
     """Liveness and database reachability; public, never rate limited (load balancers poll it)."""
     report = {"status": "ok", "version": __version__, "database": "ok"}
@@ -47,7 +48,7 @@ def health():
 
 
 @bp.get("/ready", responses={200: ReadyResponse, 503: ReadyResponse})
-@limiter.exempt
+@rate_limits.exempt
 def ready():
     """Whether this instance takes new requests: 503 while it drains after SIGTERM."""
     if lifecycle.is_draining():

@@ -4,8 +4,9 @@ from flask import current_app, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from app.errors import Unauthorized
-from app.extensions import limiter
+from app.middleware import rate_limits
 from app.middleware.auth_middleware import bearer_token, current_identity, jwt_required
+from app.middleware.rate_limits import client_address
 from app.routes.docs import BEARER
 from app.schemas.auth import (
     LoginRequest,
@@ -26,10 +27,6 @@ def auth_limit() -> str:
     return current_app.config["AUTH_RATE_LIMIT"]
 
 
-def client_address() -> str:
-    return f"ip:{request.remote_addr}"
-
-
 def attempted_username() -> str:
     """Login and register are also limited per target account, whichever address the attempts come from."""
     body = request.get_json(silent=True)
@@ -41,16 +38,16 @@ def attempted_username() -> str:
     "/register",
     responses={201: UserResponse, 400: ErrorResponse, 409: ErrorResponse, 429: ErrorResponse},
 )
-@limiter.limit(auth_limit, key_func=client_address)
-@limiter.limit(auth_limit, key_func=attempted_username)
+@rate_limits.limit(auth_limit, key_func=client_address)
+@rate_limits.limit(auth_limit, key_func=attempted_username)
 def register(body: RegisterRequest):
     user = auth_service.register_user(body.username, body.email, body.password)
     return {"user": user.to_public()}, 201
 
 
 @bp.post("/login", responses={200: LoginResponse, 400: ErrorResponse, 401: ErrorResponse, 429: ErrorResponse})
-@limiter.limit(auth_limit, key_func=client_address)
-@limiter.limit(auth_limit, key_func=attempted_username)
+@rate_limits.limit(auth_limit, key_func=client_address)
+@rate_limits.limit(auth_limit, key_func=attempted_username)
 def login(body: LoginRequest):
     user = auth_service.authenticate(body.username, body.password)
     return {**auth_service.start_session(user), "user": user.to_public()}

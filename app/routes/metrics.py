@@ -7,13 +7,13 @@ import hmac
 from flask import Blueprint, Response, current_app, request
 
 from app.errors import Unauthorized
-from app.extensions import limiter
+from app.middleware import rate_limits
 
 bp = Blueprint("metrics", __name__)
 
 
 @bp.get("/metrics")
-@limiter.exempt
+@rate_limits.exempt
 def metrics() -> Response:
     token = current_app.config.get("METRICS_TOKEN")
     if token:

@@ -1,4 +1,4 @@
-"""Flask-Limiter's in-process counters without a timer thread behind every hit.
+"""In-process rate-limit counters (the `limits` library's) without a timer thread behind every hit.
 
 limits' MemoryStorage re-arms a 10 ms threading.Timer after each hit to drop expired counters; under
 gevent every re-arm starts a greenlet and yields to the hub, which cost about a tenth of a proxied
@@ -35,5 +35,5 @@ class SweepingMemoryStorage(MemoryStorage):
 
 
 def storage_uri(configured: str) -> str:
-    """The storage Flask-Limiter is given for the configured URL."""
+    """The storage URL app/middleware/rate_limits.py opens for the configured one."""
     return f"{SCHEME}://" if configured.rstrip("/") in ("memory:", "memory://") else configured
