@@ -33,12 +33,14 @@ class BatchWriter:
         interval: float = 0.5,
         max_batch: int = 500,
         max_pending: int = 100_000,
+        insert: Callable[[type[Any]], Any] = db.insert,  # the INSERT statement for the model
     ) -> None:
         self.app = app
         self.model = model
         self.interval = interval
         self.max_batch = max_batch
         self.max_pending = max_pending
+        self.insert = insert
         self.dropped = 0
         self.observers: list[Callable[[dict[str, Any]], None]] = []  # told of each row (metrics)
         self._pending: deque[dict[str, Any]] = deque()
@@ -76,7 +78,7 @@ class BatchWriter:
                     return written
                 try:
                     with self.app.app_context():
-                        db.session.execute(db.insert(self.model), batch)
+                        db.session.execute(self.insert(self.model), batch)
                         db.session.commit()
                 except Exception:
                     logger.exception(
