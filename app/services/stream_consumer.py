@@ -76,22 +76,21 @@ class StreamConsumer:
         while not stop.is_set():
             try:
                 self._ensure_group()
-                if time.monotonic() >= next_claim:
-                    next_claim = time.monotonic() + max(0.5, self.settings.claim_idle / 2)
+                now = time.monotonic()
+                if now >= next_claim:
+                    next_claim = now + max(0.5, self.settings.claim_idle / 2)
                     backlog = not self.claim_idle() or backlog
-                if time.monotonic() >= next_forget:
-                    next_forget = time.monotonic() + _FORGET_EVERY
+                if now >= next_forget:
+                    next_forget = now + _FORGET_EVERY
                     self._forget_dead_consumers()
                 entries = self._read("0" if backlog else ">", None if backlog else self.settings.block_ms)
                 if stop.is_set():
                     return  # what was just read stays pending, and is claimed by another consumer
-                if backlog and not entries:
-                    backlog = False
-                    continue
-                if entries:
-                    backlog = not self._write(entries) or backlog  # a backlog is read until empty
-                    stop.wait(self.settings.interval)  # let the next batch gather
+                written = not entries or self._write(entries)
+                backlog = (backlog and bool(entries)) or not written  # a backlog is read until empty
                 self._recovered()
+                if not written or 0 < len(entries) < self.settings.max_batch:
+                    stop.wait(self.settings.interval)  # let the next batch gather; a full one says more wait
             except redis.RedisError as error:
                 if stop.is_set():
                     return
