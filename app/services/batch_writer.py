@@ -4,7 +4,9 @@ Rows are queued in memory and inserted every `interval` seconds (or as soon as `
 in one transaction. A failed insert keeps the rows for the next try, up to `max_pending`; beyond that
 the oldest are dropped and counted, so a dead database cannot exhaust memory. `flush()` writes what is
 waiting now; it runs at exit and on SIGTERM through the server's shutdown hook. What a SIGKILL can lose
-is what was queued and not yet flushed: at most `interval` seconds of rows.
+is what was queued and not yet flushed: at most `interval` seconds of rows. Usage rows take this path
+only without Redis (or while Redis fails); with Redis they go through stream_writer.py, which survives
+a SIGKILL.
 """
 
 from __future__ import annotations
