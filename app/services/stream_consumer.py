@@ -46,6 +46,11 @@ class StreamSettings:
     max_batch: int = 500
 
     @property
+    def claim_every(self) -> float:
+        """Seconds between looks for a dead consumer's entries: a row waits at most claim_idle plus this."""
+        return min(max(self.claim_idle / 2, 0.5), 2.0)
+
+    @property
     def block_ms(self) -> int:
         # Below the client's socket timeout (2 s, utils/redis_client.py), so a quiet stream is no error.
         return max(10, round(min(self.interval, 1.0) * 1000))
@@ -78,7 +83,7 @@ class StreamConsumer:
                 self._ensure_group()
                 now = time.monotonic()
                 if now >= next_claim:
-                    next_claim = now + max(0.5, self.settings.claim_idle / 2)
+                    next_claim = now + self.settings.claim_every
                     backlog = not self.claim_idle() or backlog
                 if now >= next_forget:
                     next_forget = now + _FORGET_EVERY
