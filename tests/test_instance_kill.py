@@ -3,9 +3,9 @@ answered 200 has exactly one usage row, written by the survivor when the dead in
 
 Two production servers (gunicorn, one gevent worker each) share PostgreSQL and Redis behind nginx.
 Fifty clients call /v1/chat/completions for 20 s. Usage batches are written every second, so rows sit
-in the stream when the kill comes, about 5 s in; just before it the test locks the usage table and
-waits until the victim's consumer is caught holding a batch it read and cannot write. That batch is
-taken over by the survivor's consumer once USAGE_CLAIM_IDLE_SECONDS (3 here) have passed.
+in the stream when the kill comes. Before it, 4 s in, the test locks the usage table and waits until
+the victim's consumer is caught holding a batch it read and cannot write (a second or two), then kills. That batch is
+taken over by the survivor's consumer once USAGE_CLAIM_IDLE_SECONDS (10 here) have passed.
 """
 
 from __future__ import annotations
@@ -34,7 +34,9 @@ STREAM = "multillm:usage"
 CLIENTS = 50
 LOAD_SECONDS = 20.0
 LOCK_AT = 4.0  # seconds into the load; the kill follows as soon as the victim holds a batch
-CLAIM_IDLE = 3
+CATCH_WITHIN = 8.0  # seconds the lock waits for that at most (a starved worker reads late)
+# Longer than the lock is held, so no consumer takes over another's batch before the kill.
+CLAIM_IDLE = 10
 
 
 @dataclass
@@ -164,7 +166,7 @@ def test_killing_an_instance_loses_no_usage_row_of_a_call_answered_200(cluster):
     with engine.connect() as lock:  # held until the block ends
         # Writers now block on the usage table, so the victim's consumer is soon caught holding a batch.
         lock.execute(text("LOCK TABLE usage_records IN EXCLUSIVE MODE"))
-        while held_by(client, victim_workers) == 0 and time.monotonic() < started + LOCK_AT + 8:
+        while held_by(client, victim_workers) == 0 and time.monotonic() < started + LOCK_AT + CATCH_WITHIN:
             time.sleep(0.05)
         os.killpg(victim.pid, signal.SIGKILL)  # the master and its worker at once: nothing is flushed
         killed_at = time.monotonic()
