@@ -31,9 +31,12 @@ loglevel = (os.environ.get("LOG_LEVEL") or "info").lower()
 
 
 def post_worker_init(worker):
-    from app.services.lifecycle import install_drain_handler
+    from app.services.lifecycle import install_drain_handler, start_writers
 
     install_drain_handler(worker, delay=float(os.environ.get("DRAIN_DELAY") or "0"))
+    app = getattr(worker, "wsgi", None)
+    if app is not None and hasattr(app, "extensions"):
+        start_writers(app)
 
 
 def worker_exit(server, worker):

@@ -124,9 +124,25 @@ def _bind_usage(app: OpenAPI, settings: Config, redis_client: Any) -> None:
     from app.models import UsageRecord
     from app.services.batch_writer import BatchWriter
     from app.services.limits import LimitService, limits_from_config
+    from app.services.stream_consumer import StreamSettings
+    from app.services.stream_writer import StreamWriter
     from app.utils.metrics import install_metrics
 
-    app.extensions["usage_writer"] = BatchWriter(app, UsageRecord, interval=settings.BATCH_FLUSH_INTERVAL)
+    if redis_client is not None:
+        # Through a Redis stream, so the rows of an instance that is killed are written by another.
+        app.extensions["usage_writer"] = StreamWriter(
+            app,
+            UsageRecord,
+            redis_client,
+            StreamSettings(
+                key=settings.USAGE_STREAM_KEY,
+                maxlen=settings.USAGE_STREAM_MAXLEN,
+                claim_idle=settings.USAGE_CLAIM_IDLE_SECONDS,
+                interval=settings.BATCH_FLUSH_INTERVAL,
+            ),
+        )
+    else:
+        app.extensions["usage_writer"] = BatchWriter(app, UsageRecord, interval=settings.BATCH_FLUSH_INTERVAL)
     app.extensions["limits"] = LimitService(
         redis_client, limits_from_config(settings), settings.LIMITS_CACHE_SECONDS
     )

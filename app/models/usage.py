@@ -17,6 +17,7 @@ class UsageRecord(db.Model):
     __table_args__ = (
         Index("ix_usage_records_user_id_created_at", "user_id", "created_at"),
         Index("ix_usage_records_created_at", "created_at"),
+        Index("uq_usage_records_idempotency_key", "idempotency_key", unique=True),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -36,6 +37,9 @@ class UsageRecord(db.Model):
     status: Mapped[str] = mapped_column(String(16))  # ok, error, client_closed
     error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Given when the row is queued on the Redis stream, so a row queued or read twice (an entry replayed
+    # after a crash, an XADD the client retried) is written once. None for rows that never went there.
+    idempotency_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     def to_public(self) -> dict[str, Any]:
         return {

@@ -4,7 +4,9 @@ Rows are queued in memory and inserted every `interval` seconds (or as soon as `
 in one transaction. A failed insert keeps the rows for the next try, up to `max_pending`; beyond that
 the oldest are dropped and counted, so a dead database cannot exhaust memory. `flush()` writes what is
 waiting now; it runs at exit and on SIGTERM through the server's shutdown hook. What a SIGKILL can lose
-is what was queued and not yet flushed: at most `interval` seconds of rows.
+is what was queued and not yet flushed: at most `interval` seconds of rows. Usage rows take this path
+only without Redis (or while Redis fails); with Redis they go through stream_writer.py, which survives
+a SIGKILL.
 """
 
 from __future__ import annotations
@@ -33,12 +35,14 @@ class BatchWriter:
         interval: float = 0.5,
         max_batch: int = 500,
         max_pending: int = 100_000,
+        insert: Callable[[type[Any]], Any] = db.insert,  # the INSERT statement for the model
     ) -> None:
         self.app = app
         self.model = model
         self.interval = interval
         self.max_batch = max_batch
         self.max_pending = max_pending
+        self.insert = insert
         self.dropped = 0
         self.observers: list[Callable[[dict[str, Any]], None]] = []  # told of each row (metrics)
         self._pending: deque[dict[str, Any]] = deque()
@@ -76,7 +80,7 @@ class BatchWriter:
                     return written
                 try:
                     with self.app.app_context():
-                        db.session.execute(db.insert(self.model), batch)
+                        db.session.execute(self.insert(self.model), batch)
                         db.session.commit()
                 except Exception:
                     logger.exception(

@@ -1,6 +1,7 @@
 """Draining: after SIGTERM a worker answers /api/ready with 503 for DRAIN_DELAY seconds (so a load
 balancer stops sending), then stops taking requests and lets in-flight ones finish (gunicorn's
-graceful_timeout); queued rows are flushed on the way out."""
+graceful_timeout); queued rows are flushed on the way out. A SIGKILL skips all of this: rows in the usage
+stream are then written by another worker's consumer (stream_writer.py), rows in memory are lost."""
 
 from __future__ import annotations
 
@@ -46,10 +47,21 @@ def _gevent_active() -> bool:
     return bool(monkey and monkey.is_module_patched("threading"))
 
 
+def start_writers(app: Any) -> None:
+    """Start the usage stream's consumer as the worker starts, not at its first LLM call: a worker that
+    serves none still writes the rows of a killed one."""
+    from app.services.stream_writer import StreamWriter
+
+    for extension in list(app.extensions.values()):
+        if isinstance(extension, StreamWriter):
+            extension.start()
+
+
 def flush_writers(app: Any) -> None:
     """Write every queued row (audit, usage) before the process exits."""
     from app.services.batch_writer import BatchWriter
+    from app.services.stream_writer import StreamWriter
 
     for extension in list(app.extensions.values()):
-        if isinstance(extension, BatchWriter):
+        if isinstance(extension, BatchWriter | StreamWriter):
             extension.flush()

@@ -170,7 +170,7 @@ class LimitService:
         """Start today's and this month's spend counters from the usage rows, once per process.
 
         So a restart (memory counters) or a lost Redis key does not hand out the budget again. Rows
-        still queued in some process's BatchWriter (at most its flush interval) are not yet counted.
+        not yet written (in the usage stream, or queued in some process's memory) are not counted.
         """
         if bucket.day != self._seeded_day:
             # Markers of past days are not needed again; a month's are re-seeded as no-ops.

@@ -4,8 +4,9 @@ A `Meter` is begun before the provider is called (the limit check happens there)
 once: with the response's usage, with the error that ended it, or, for a stream, when the stream ends
 (finished, failed, or the client went away). A stream that ends early is recorded with the tokens seen
 so far: the provider's usage when it sent one, else an estimate from the text relayed, marked as
-estimated. Failed calls are recorded as failed, with no completion billed. Rows go through a
-BatchWriter, so the request path never waits on an INSERT.
+estimated. Failed calls are recorded as failed, with no completion billed. Rows go to the app's
+"usage_writer" (a StreamWriter through Redis, else a BatchWriter), so the request path never waits on
+an INSERT; with Redis a row outlives the process once `finish` has returned.
 """
 
 from __future__ import annotations
