@@ -11,6 +11,7 @@ load_dotenv()
 
 from app import create_app  # noqa: E402
 from app.config import ConfigError  # noqa: E402
+from app.db_migrations import enable_migrations  # noqa: E402
 
 
 def main() -> int:
@@ -21,8 +22,9 @@ def main() -> int:
         return 2
     from flask_migrate import upgrade
 
+    enable_migrations(app)
     with app.app_context():
-        upgrade(directory=os.path.join(os.path.dirname(os.path.abspath(__file__)), "migrations"))
+        upgrade()
     host = os.environ.get("HOST", "localhost")
     port = int(os.environ.get("PORT", "5000"))
     app.run(host=host, port=port, debug=app.config["DEBUG"], use_reloader=app.config["DEBUG"], threaded=True)

@@ -11,8 +11,9 @@ from flask_openapi3 import Info, OpenAPI
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Config, load_config
+from app.db_migrations import MigrationCommands
 from app.error_handlers import raise_validation_failed, register_error_handlers
-from app.extensions import cors, db, jwt, migrate
+from app.extensions import cors, db, jwt
 from app.json_provider import OrjsonProvider
 from app.logging_setup import configure_logging
 from app.middleware.no_sessions import NoSessions
@@ -75,7 +76,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app.utils.ttl_cache import TTLCache
 
     db.init_app(app)
-    migrate.init_app(app, db)
+    app.cli.add_command(MigrationCommands())
     jwt.init_app(app)
     cors.init_app(
         app,
