@@ -17,6 +17,8 @@ bind = f"{os.environ.get('HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '5000'
 workers = int(os.environ.get("GUNICORN_WORKERS") or multiprocessing.cpu_count())
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or "1000")
+# Only for GUNICORN_WORKER_CLASS=gthread (measured against gevent in bench/: see bench/README.md).
+threads = int(os.environ.get("GUNICORN_THREADS") or "1")
 # Streams can be long; gevent workers heartbeat on their own, so this only bounds a stuck worker.
 timeout = int(os.environ.get("GUNICORN_TIMEOUT") or "120")
 # SIGTERM: /api/ready turns 503 for DRAIN_DELAY seconds, then in-flight requests and streams get this long.
