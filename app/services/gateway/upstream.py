@@ -47,16 +47,20 @@ def _open_now(sock: object) -> bool:
     return not poller.poll(0)
 
 
-class _Connection(HTTPConnection):
+class _ReuseCheck:
+    sock: object
+
     @property
-    def is_connected(self) -> bool:
+    def is_connected(self) -> bool:  # urllib3 asks before reusing a pooled connection
         return self.sock is not None and _open_now(self.sock)
 
 
-class _TLSConnection(HTTPSConnection):
-    @property
-    def is_connected(self) -> bool:
-        return self.sock is not None and _open_now(self.sock)
+class _Connection(_ReuseCheck, HTTPConnection):
+    pass
+
+
+class _TLSConnection(_ReuseCheck, HTTPSConnection):
+    pass
 
 
 class _Pool(urllib3.HTTPConnectionPool):
