@@ -7,6 +7,8 @@ MODELS_CONFIG, which always win. A model in neither place has no cost (None), ne
 
 from __future__ import annotations
 
+import functools
+
 from app.services.gateway.catalog import ModelEntry
 
 Prices = tuple[float, float]
@@ -35,6 +37,7 @@ BUILTIN_PRICES: dict[str, Prices] = {
 }
 
 
+@functools.lru_cache(maxsize=1024)  # asked twice per call (reserve, then record); the table never changes
 def builtin_prices(upstream_model: str | None) -> Prices | None:
     if not upstream_model:
         return None

@@ -40,9 +40,9 @@ def estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
-def reserve_prompt_tokens(payload: Any) -> int:
+def reserve_prompt_tokens(encoded_payload: bytes) -> int:
     """An upper estimate of a prompt's tokens: one per two bytes of its JSON (see limits.py)."""
-    return math.ceil(len(orjson.dumps(payload)) / 2) + 8
+    return math.ceil(len(encoded_payload) / 2) + 8
 
 
 @dataclass
@@ -211,7 +211,8 @@ def begin(
     identity = current_identity()
     entry = app.extensions["gateway"].catalog.resolve(model)
     target = entry.targets[0]
-    prompt_tokens = reserve_prompt_tokens(prompt_payload)
+    encoded_prompt = orjson.dumps(prompt_payload)
+    prompt_tokens = reserve_prompt_tokens(encoded_prompt)
     completion_tokens = 0
     if endpoint != "embeddings":
         completion_tokens = (max_tokens or app.config["LLM_RESERVE_MAX_TOKENS"]) * choices
@@ -232,7 +233,7 @@ def begin(
         listed=model in app.extensions["gateway"].catalog.models,
     )
     meter = Meter(app, info, reservation)
-    meter.prompt_estimate = estimate_tokens(orjson.dumps(prompt_payload).decode())
+    meter.prompt_estimate = estimate_tokens(encoded_prompt.decode())
     return meter
 
 
