@@ -222,11 +222,14 @@ class StreamConsumer:
         pipe.execute()  # if this fails the entries stay pending and are written again: a no-op
         return True
 
+    def _commit(self, rows: list[dict[str, Any]]) -> None:
+        with self.app.app_context():
+            db.session.execute(insert_once(self.model), rows)
+            db.session.commit()
+
     def _insert(self, rows: list[dict[str, Any]]) -> bool:
         try:
-            with self.app.app_context():
-                db.session.execute(insert_once(self.model), rows)
-                db.session.commit()
+            self._commit(rows)
             return True
         except (IntegrityError, DataError):
             # The database refuses some row for itself (a value out of range, say): retrying would
@@ -239,9 +242,7 @@ class StreamConsumer:
     def _insert_one_by_one(self, rows: list[dict[str, Any]]) -> bool:
         for row in rows:
             try:
-                with self.app.app_context():
-                    db.session.execute(insert_once(self.model), [row])
-                    db.session.commit()
+                self._commit([row])
             except (IntegrityError, DataError):
                 logger.exception("dropping a usage row the database refuses: %r", row)
                 self.dropped += 1
