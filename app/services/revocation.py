@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import AuthSession
-from app.services.api_key_verifier import LOCAL_CACHE_TTL
+from app.services.api_key_verifier import CACHE_SIZE, LOCAL_CACHE_TTL
 from app.utils.ttl_cache import TTLCache
 
 
@@ -27,7 +27,7 @@ class RevocationStore(Protocol):
 
 class DatabaseRevocations:
     def __init__(self) -> None:
-        self.live: TTLCache[str, bool] = TTLCache(LOCAL_CACHE_TTL, 10_000)
+        self.live: TTLCache[str, bool] = TTLCache(LOCAL_CACHE_TTL, CACHE_SIZE)
 
     def is_revoked(self, session_id: str) -> bool:
         if self.live.get(session_id):
