@@ -32,20 +32,26 @@ errorlog = "-"
 loglevel = (os.environ.get("LOG_LEVEL") or "info").lower()
 
 
+def _flask_app(worker):
+    """The worker's Flask app, once it has loaded one."""
+    app = getattr(worker, "wsgi", None)
+    return app if app is not None and hasattr(app, "extensions") else None
+
+
 def post_worker_init(worker):
     from app.services.lifecycle import install_drain_handler, start_writers
 
     install_drain_handler(worker, delay=float(os.environ.get("DRAIN_DELAY") or "0"))
-    app = getattr(worker, "wsgi", None)
-    if app is not None and hasattr(app, "extensions"):
+    app = _flask_app(worker)
+    if app is not None:
         start_writers(app)
 
 
 def worker_exit(server, worker):
     from app.services.lifecycle import flush_writers
 
-    app = getattr(worker, "wsgi", None)
-    if app is not None and hasattr(app, "extensions"):
+    app = _flask_app(worker)
+    if app is not None:
         flush_writers(app)
 
 
