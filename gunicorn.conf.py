@@ -25,7 +25,10 @@ timeout = int(os.environ.get("GUNICORN_TIMEOUT") or "120")
 graceful_timeout = int(
     os.environ.get("GRACEFUL_TIMEOUT") or os.environ.get("GUNICORN_GRACEFUL_TIMEOUT") or "30"
 )
-keepalive = 5
+# Seconds an idle client connection stays open. Behind a proxy that reuses connections (nginx's upstream
+# keepalive, a cloud load balancer), the proxy must drop idle ones first: raise this above its idle timeout,
+# or a request sent as the worker closes an idle connection ends in a 502.
+keepalive = int(os.environ.get("GUNICORN_KEEPALIVE") or "5")
 preload_app = False
 accesslog = None  # the app writes its own JSON access log line per request
 errorlog = "-"

@@ -75,7 +75,8 @@ def start_instance(port: int, env: Mapping[str, str], log: Path | None = None) -
     return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
         cwd=ROOT,
-        env={**env, "HOST": "127.0.0.1", "PORT": str(port)},
+        # Idle connections outlive nginx's (keepalive_timeout below), so nginx never reuses one being closed.
+        env={"GUNICORN_KEEPALIVE": "75", **env, "HOST": "127.0.0.1", "PORT": str(port)},
         stdout=output,
         stderr=output,
         start_new_session=True,
@@ -102,6 +103,10 @@ http {{
     upstream gateway {{
 {servers}
         keepalive 256;
+        # Shorter than the instances' GUNICORN_KEEPALIVE (start_instance): nginx drops an idle connection
+        # before gunicorn does. The other way round, a POST sent as gunicorn closes it fails with a 502
+        # and, with max_fails=1, takes that instance out for fail_timeout.
+        keepalive_timeout 60s;
     }}
     server {{
         listen 127.0.0.1:{port};
