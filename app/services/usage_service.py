@@ -76,7 +76,7 @@ class Meter:
         self._in_flight_labels = self._labels()
         metrics = app.extensions.get("metrics")
         if metrics is not None:
-            metrics.llm_in_flight.labels(*self._in_flight_labels).inc()
+            metrics.child(metrics.llm_in_flight, *self._in_flight_labels).inc()
 
     def served_by(self, route: Any) -> None:
         """Take the provider and upstream model from the router's account of who served the call.
@@ -173,22 +173,22 @@ class Meter:
         if metrics is None:
             return
         labels = self._labels(row["status"])
-        metrics.llm_in_flight.labels(*self._in_flight_labels).dec()
+        metrics.child(metrics.llm_in_flight, *self._in_flight_labels).dec()
         attempts = len(getattr(self.route, "attempts", None) or ())
         if attempts > 1:
-            metrics.llm_retries.labels(*labels).inc(attempts - 1)
+            metrics.child(metrics.llm_retries, *labels).inc(attempts - 1)
         if getattr(self.route, "fallback", False):
-            metrics.llm_fallbacks.labels(*labels).inc()
-        metrics.llm_requests.labels(*labels, row["status"]).inc()
+            metrics.child(metrics.llm_fallbacks, *labels).inc()
+        metrics.child(metrics.llm_requests, *labels, row["status"]).inc()
         if row["error_code"]:
-            metrics.llm_errors.labels(*labels, row["error_code"]).inc()
-        metrics.llm_tokens.labels(*labels, "prompt").inc(row["prompt_tokens"])
-        metrics.llm_tokens.labels(*labels, "completion").inc(row["completion_tokens"])
+            metrics.child(metrics.llm_errors, *labels, row["error_code"]).inc()
+        metrics.child(metrics.llm_tokens, *labels, "prompt").inc(row["prompt_tokens"])
+        metrics.child(metrics.llm_tokens, *labels, "completion").inc(row["completion_tokens"])
         if row["cost_usd"]:
-            metrics.llm_cost.labels(*labels).inc(row["cost_usd"])
-        metrics.llm_latency.labels(*labels).observe(row["latency_ms"] / 1000)
+            metrics.child(metrics.llm_cost, *labels).inc(row["cost_usd"])
+        metrics.child(metrics.llm_latency, *labels).observe(row["latency_ms"] / 1000)
         if row["time_to_first_token_ms"] is not None:
-            metrics.llm_ttft.labels(*labels).observe(row["time_to_first_token_ms"] / 1000)
+            metrics.child(metrics.llm_ttft, *labels).observe(row["time_to_first_token_ms"] / 1000)
 
 
 def error_code(error: BaseException) -> str:
@@ -245,7 +245,7 @@ def release(meters: list[Meter]) -> None:
             meter.app.extensions["limits"].release(meter.reservation)
         metrics = meter.app.extensions.get("metrics")
         if metrics is not None:
-            metrics.llm_in_flight.labels(*meter._in_flight_labels).dec()
+            metrics.child(metrics.llm_in_flight, *meter._in_flight_labels).dec()
 
 
 def metered_stream(events: Iterator[Any], meter: Meter) -> Iterator[Any]:

@@ -26,6 +26,7 @@ _LLM = ("provider", "model")
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         r = self.registry
         self.http_requests = Counter(
             "http_requests",
@@ -87,6 +88,15 @@ class Metrics:
             "external_api_calls", "Calls through /api/external by outcome.", ["outcome"], registry=r
         )
 
+    def child(self, metric: Any, *values: str) -> Any:
+        """`metric.labels(*values)`, remembered: labels() validates and locks on every call, and a proxied
+        call takes about ten of them. The label sets are bounded (routes, statuses, catalog models)."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def observe_breakers(self, gateway: Any) -> None:
         router = gateway.router
         targets = {target.key for entry in gateway.catalog.models.values() for target in entry.targets}
@@ -107,8 +117,8 @@ class Metrics:
             return response
         status = str(response.status_code)
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        self.http_requests.labels(rule, request.method, status).inc()
-        self.http_latency.labels(rule, request.method, status).observe(elapsed)
+        self.child(self.http_requests, rule, request.method, status).inc()
+        self.child(self.http_latency, rule, request.method, status).observe(elapsed)
         return response
 
 
