@@ -45,8 +45,9 @@ def load_identity() -> None:
     finally:
         # The lookups above may have checked out a database connection; hand it back now. Otherwise the
         # request keeps it while it waits on a provider, and the pool (15 connections) caps how many
-        # slow calls a worker can hold at once.
-        db.session.close()
+        # slow calls a worker can hold at once. (A request answered from the caches opened no session.)
+        if db.session.registry.has():
+            db.session.close()
 
 
 def _load_identity() -> None:
