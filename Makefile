@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev run serve cluster test lint format bench bench-smoke bench-external clean
+.PHONY: install install-dev run serve cluster test lint format bench bench-smoke bench-external bench-instructions clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,12 @@ bench: install
 # Every scenario for a few seconds against the gateway alone; fails if any errors (CI runs it).
 bench-smoke: install
 	$(BIN)/python bench/run.py --smoke
+
+# Instructions per proxied call (callgrind): a hot-path figure the host's load does not move.
+bench-instructions: install
+	command -v valgrind >/dev/null || (apt-get update -qq && apt-get install -y -qq valgrind)
+	$(BIN)/python bench/call_cost.py
+	$(BIN)/python bench/call_cost.py --stream 50
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

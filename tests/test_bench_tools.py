@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -100,3 +102,18 @@ def test_report_ratios_and_added_latency() -> None:
     assert sweep["gateway"]["a_added_p50_ms"] == pytest.approx(1.0)
     assert sweep["gateway"]["c_pct_of_direct"] == pytest.approx(99.0)
     assert "| 0.10x |" in page  # added p50: 1.0 over LiteLLM's 10.0
+
+
+@pytest.mark.parametrize("extra", [[], ["--stream", "3"]])
+def test_call_cost_drives_real_calls_through_the_gateway(extra: list[str]) -> None:
+    # Without valgrind it times the calls instead; either way every call must come back 200.
+    script = Path(__file__).resolve().parent.parent / "bench" / "call_cost.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--cpu", "--calls", "5", *extra],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.fullmatch(r"\d+\.\d{3} ms CPU per call\n", done.stdout)

@@ -1,0 +1,174 @@
+"""Instructions one proxied call costs the gateway, counted by callgrind: `make bench-instructions`.
+
+Requests per second on this shared host move by a third between runs, so a change of a few percent in
+the hot path cannot be seen in them. callgrind counts the instructions the process executes, which do
+not depend on what else the machine is doing (repeatable within about 1 %).
+
+The gateway runs in this process under gevent (no server in front), configured as `make bench` runs it:
+SQLite, rate limits on, usage recorded, the caller authenticated by an API key, the access log written
+(to /dev/null); the upstream is bench/mock_upstream.py.
+After a warm-up, N calls run inside one functools.reduce, and callgrind counts only inside that C
+function (--toggle-collect), so start-up and warm-up are left out.
+
+    python bench/call_cost.py                 # chat calls: M instructions per call
+    python bench/call_cost.py --stream 50     # streamed calls of 50 chunks
+    python bench/call_cost.py --cpu           # no valgrind: CPU time per call (noisy here)
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import io
+import logging
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import orjson
+
+BENCH_DIR = Path(__file__).resolve().parent
+# bench/ for its tools, the repository for the app (gevent.monkey runs the script without its folder).
+sys.path[:0] = [str(BENCH_DIR), str(BENCH_DIR.parent)]
+
+import targets  # noqa: E402
+
+WARM_UP = 30
+
+
+def _make_call(run_dir: Path, stream_chunks: int):
+    """Start the mock and the app; return a function that makes one call, and the mock to stop."""
+    mock = targets.start_mock(run_dir)
+    os.environ.update(
+        {
+            "APP_ENV": "production",
+            "SECRET_KEY": secrets.token_hex(32),
+            "JWT_SECRET_KEY": secrets.token_hex(32),
+            "DATABASE_URL": f"sqlite:///{run_dir / 'cost.db'}",
+            "RATE_LIMIT_ENABLED": "true",
+            "RATE_LIMIT_PER_MINUTE": "100000000",
+            "OPENAI_API_KEY": targets.MOCK_API_KEY,
+            "OPENAI_BASE_URL": mock.base_url,
+            "LOG_LEVEL": "info",  # the access log line is part of a call's cost
+        }
+    )
+    os.environ.pop("REDIS_URL", None)
+    from werkzeug.test import EnvironBuilder
+
+    from app import create_app
+    from app.extensions import db
+    from app.services.lifecycle import start_writers
+
+    app = create_app()
+    # The access log line is still formatted and written for every call, to nowhere.
+    for handler in logging.getLogger().handlers:
+        handler.setStream(open(os.devnull, "w"))  # noqa: SIM115  (for the life of the process)
+    with app.app_context():
+        db.create_all()
+    start_writers(app)
+    client = app.test_client()
+    user = {
+        "username": "costuser",
+        "email": "cost@example.com",
+        "password": secrets.token_urlsafe(12) + "aA1!",
+    }
+    assert client.post("/api/auth/register", json=user).status_code == 201
+    login = client.post("/api/auth/login", json={"username": user["username"], "password": user["password"]})
+    bearer = {"Authorization": f"Bearer {login.json['access_token']}"}
+    key = client.post("/api/keys", json={"name": "cost"}, headers=bearer).json["key"]
+
+    messages = [{"role": "user", "content": "hi"}]
+    if stream_chunks:
+        payload = {"model": f"openai/mock-c{stream_chunks}-i0", "stream": True, "messages": messages}
+    else:
+        payload = {"model": "openai/mock", "messages": messages}
+    body = orjson.dumps(payload)
+    environ = EnvironBuilder(
+        path="/v1/chat/completions",
+        method="POST",
+        data=body,
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+    ).get_environ()
+
+    def call() -> None:
+        # The WSGI callable itself, as a server would drive it.
+        statuses: list[str] = []
+        answer = app({**environ, "wsgi.input": io.BytesIO(body)}, lambda status, *_: statuses.append(status))
+        b"".join(answer)
+        getattr(answer, "close", lambda: None)()
+        assert statuses[0].startswith("200"), statuses
+
+    return call, mock, app
+
+
+def run_inner(calls: int, stream_chunks: int, cpu: bool) -> None:
+    with tempfile.TemporaryDirectory(prefix="call-cost-") as run_dir:
+        call, mock, app = _make_call(Path(run_dir), stream_chunks)
+        try:
+            for _ in range(WARM_UP):
+                call()
+            started = time.process_time()
+            functools.reduce(lambda _, __: call(), range(calls), None)  # callgrind counts inside this
+            if cpu:
+                print(f"{(time.process_time() - started) / calls * 1000:.3f} ms CPU per call")
+        finally:
+            from app.services.lifecycle import flush_writers
+
+            flush_writers(app)  # before the database goes with the directory
+            mock.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--calls", type=int, default=100)
+    parser.add_argument(
+        "--stream", type=int, default=0, metavar="CHUNKS", help="streamed calls of CHUNKS chunks"
+    )
+    parser.add_argument("--cpu", action="store_true", help="measure CPU time instead (no valgrind)")
+    parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        run_inner(args.calls, args.stream, args.cpu)
+        return 0
+    # The calls run in a child patched by gevent before anything is imported, as gunicorn's gevent
+    # worker is (streams relay through greenlets there).
+    inner = [sys.executable, "-m", "gevent.monkey", __file__, "--inner", f"--calls={args.calls}"]
+    inner.append(f"--stream={args.stream}")
+    if args.cpu:
+        return subprocess.run([*inner, "--cpu"], check=False).returncode
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        print("valgrind is not installed (apt-get install -y valgrind); or use --cpu", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="callgrind-") as out_dir:
+        command = [
+            valgrind,
+            "--tool=callgrind",
+            "--collect-atstart=no",
+            "--toggle-collect=functools_reduce",
+            f"--callgrind-out-file={out_dir}/callgrind.out",
+            *inner,
+        ]
+        # A fixed hash seed: dict and set layouts, and so the instruction counts, repeat run to run.
+        done = subprocess.run(
+            command, env={**os.environ, "PYTHONHASHSEED": "0"}, capture_output=True, text=True, check=False
+        )
+    collected = re.search(r"Collected : (\d+)", done.stderr)
+    if done.returncode != 0 or collected is None:
+        print(done.stderr[-3000:], file=sys.stderr)
+        return 1
+    kind = f"streamed call of {args.stream} chunks" if args.stream else "chat call"
+    print(f"{int(collected.group(1)) / args.calls / 1e6:.3f} M instructions per {kind} ({args.calls} calls)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
