@@ -10,6 +10,7 @@ takes the request back when a call is released without running).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Sequence
@@ -37,12 +38,19 @@ class Bucket:
 
     @classmethod
     def at(cls, now: float) -> Bucket:
-        moment = datetime.fromtimestamp(now, UTC)
-        return cls(int(now // 60), moment.strftime("%Y%m%d"), moment.strftime("%Y%m"))
+        return _bucket_of_minute(int(now // 60))
 
     def key(self, subject: str, kind: str) -> str:
         window = {"rpm": self.minute, "tpm": self.minute, "day": self.day, "month": self.month}[kind]
         return f"mla:usage:{subject}:{kind}:{window}"
+
+
+@functools.lru_cache(maxsize=4)
+def _bucket_of_minute(minute: int) -> Bucket:
+    # Every call of a minute falls in the same windows (a UTC day and month start on a minute), so the
+    # bucket is built once a minute instead of once per call (date formatting and a frozen dataclass).
+    moment = datetime.fromtimestamp(minute * 60, UTC)
+    return Bucket(minute, moment.strftime("%Y%m%d"), moment.strftime("%Y%m"))
 
 
 @dataclass(frozen=True)
