@@ -129,6 +129,6 @@ def install_metrics(app: Flask) -> Metrics:
     audit = app.extensions.get("external_audit")
     if audit is not None:
         audit.observers.append(
-            lambda row: metrics.external_calls.labels(row.get("outcome") or "unknown").inc()
+            lambda row: metrics.child(metrics.external_calls, row.get("outcome") or "unknown").inc()
         )
     return metrics
