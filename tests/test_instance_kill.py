@@ -82,8 +82,8 @@ def cluster(make_app, backend, tmp_path):
         processes.append(start_nginx(tmp_path / "nginx", nginx_port, ports))
         url = f"http://127.0.0.1:{nginx_port}"
         wait_healthy(url)
-        logs.append(tmp_path / "nginx" / "error.log")  # last: where a 502 is explained
-        yield url, instances, logs, engine, redis.Redis.from_url(backend["REDIS_URL"])
+        nginx_log = tmp_path / "nginx" / "error.log"  # where a 502 is explained
+        yield url, instances, logs, nginx_log, engine, redis.Redis.from_url(backend["REDIS_URL"])
     finally:
         stop(processes)
         _drop_schema(app, engine)
@@ -138,7 +138,7 @@ def children_of(pid: int) -> set[int]:
 
 
 def test_killing_an_instance_loses_no_usage_row_of_a_call_answered_200(cluster):
-    url, instances, logs, engine, client = cluster
+    url, instances, logs, nginx_log, engine, client = cluster
     headers = {"Authorization": f"Bearer {api_key(url)}"}
     body = {"model": "mock/echo-1", "messages": [{"role": "user", "content": "count me once"}]}
     calls: list[Call] = []
@@ -185,7 +185,7 @@ def test_killing_an_instance_loses_no_usage_row_of_a_call_answered_200(cluster):
     assert len(failed) <= CLIENTS + 10, Counter(call.status for call in failed)
     assert all(killed_at - 1 <= call.ended <= killed_at + 5 for call in failed), (
         [(call.status, round(call.ended - killed_at, 2)) for call in failed],
-        logs[-1].read_text()[-3000:],
+        nginx_log.read_text()[-3000:],
     )
     # The killed worker had read rows from the stream and not written them when it died.
     assert victim_workers and held_by_the_dead > 0, "the victim was never caught holding a batch"
