@@ -46,23 +46,16 @@ FLUSH_EVERY = 100  # calls per usage batch: about what one second holds at full 
 
 
 def _make_call(run_dir: Path, stream_chunks: int):
-    """Start the mock and the app; return a function that makes one call, and the mock to stop."""
+    """Start the mock and the app; return a function that makes one call, the mock and the app."""
     mock = targets.start_mock(run_dir)
     os.environ.update(
         {
-            "APP_ENV": "production",
-            "SECRET_KEY": secrets.token_hex(32),
-            "JWT_SECRET_KEY": secrets.token_hex(32),
-            "DATABASE_URL": f"sqlite:///{run_dir / 'cost.db'}",
-            "RATE_LIMIT_ENABLED": "true",
-            "RATE_LIMIT_PER_MINUTE": "100000000",
+            **targets.gateway_settings(run_dir / "cost.db", mock),
             # Work done once per interval of wall-clock time would be counted at valgrind's pace (a few
             # calls a second) and move with the host's load: usage batches are written every
             # FLUSH_EVERY calls instead, and the limits and credential caches do not expire mid-run.
             "BATCH_FLUSH_INTERVAL": "3600",
             "LIMITS_CACHE_SECONDS": "3600",
-            "OPENAI_API_KEY": targets.MOCK_API_KEY,
-            "OPENAI_BASE_URL": mock.base_url,
             "LOG_LEVEL": "info",  # the access log line is part of a call's cost
         }
     )

@@ -239,30 +239,35 @@ http {{
     return target
 
 
+def gateway_settings(database: Path, upstream: Target) -> dict[str, str]:
+    """The gateway's settings under test (also bench/call_cost.py's): production, SQLite, limits on."""
+    return {
+        "APP_ENV": "production",
+        "FLASK_ENV": "production",
+        "SECRET_KEY": secrets.token_hex(32),
+        "JWT_SECRET_KEY": secrets.token_hex(32),
+        "JWT_ACCESS_TOKEN_EXPIRES": "12h",
+        "DATABASE_URL": f"sqlite:///{database}",
+        "RATE_LIMIT_ENABLED": "true",
+        "RATE_LIMIT_PER_MINUTE": "100000000",
+        "OPENAI_API_KEY": MOCK_API_KEY,
+        "OPENAI_BASE_URL": upstream.base_url,
+    }
+
+
 def start_gateway(run_dir: Path, upstream: Target, python: str, workers: int, models: list[str]) -> Target:
     """Our gateway: production config (gunicorn.conf.py), one user with an API key."""
     port = free_port()
     data_dir = run_dir / "gateway"
     shutil.rmtree(data_dir, ignore_errors=True)
     data_dir.mkdir(parents=True)
-    env = dict(os.environ)
-    env.update(
-        {
-            "APP_ENV": "production",
-            "FLASK_ENV": "production",
-            "SECRET_KEY": secrets.token_hex(32),
-            "JWT_SECRET_KEY": secrets.token_hex(32),
-            "JWT_ACCESS_TOKEN_EXPIRES": "12h",
-            "DATABASE_URL": f"sqlite:///{data_dir / 'bench.db'}",
-            "RATE_LIMIT_ENABLED": "true",
-            "RATE_LIMIT_PER_MINUTE": "100000000",
-            "HOST": "127.0.0.1",
-            "PORT": str(port),
-            "GUNICORN_WORKERS": str(workers),
-            "OPENAI_API_KEY": MOCK_API_KEY,
-            "OPENAI_BASE_URL": upstream.base_url,
-        }
-    )
+    env = {
+        **os.environ,
+        **gateway_settings(data_dir / "bench.db", upstream),
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "GUNICORN_WORKERS": str(workers),
+    }
     migrate = subprocess.run(
         [python, "-m", "flask", "--app", "wsgi", "db", "upgrade"],
         cwd=REPO_DIR,
