@@ -119,7 +119,8 @@ class Config:
         self.SQLALCHEMY_DATABASE_URI = normalise_database_url(
             env_str("DATABASE_URL") or default_database_url()
         )
-        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        # hide_parameters: a failed statement's message (logged) never carries its values (hashes, tokens).
+        self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True, "hide_parameters": True}
         self.REDIS_URL = env_str("REDIS_URL")
 
         self.JWT_ACCESS_TOKEN_EXPIRES = env_duration("JWT_ACCESS_TOKEN_EXPIRES", timedelta(minutes=15))

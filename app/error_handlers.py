@@ -6,11 +6,13 @@ import logging
 import math
 from typing import Any
 
+import redis
 from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
+from sqlalchemy import exc as sql_errors
 from werkzeug.exceptions import HTTPException
 
-from app.errors import ApiError, ProviderError, RateLimited, ValidationFailed
+from app.errors import ApiError, ProviderError, RateLimited, ServiceUnavailable, ValidationFailed
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ def handle_api_error(error: ApiError) -> Response:
         error.status, code, error.message, error.details, openai_type=openai_type, param=param
     )
     retry_after = getattr(error, "retry_after", None)
-    if isinstance(error, RateLimited | ProviderError) and retry_after:
+    if isinstance(error, RateLimited | ProviderError | ServiceUnavailable) and retry_after:
         response.headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     return response
 
@@ -148,6 +150,25 @@ def handle_http_exception(error: HTTPException) -> Response:
     return response
 
 
+# Failures of the stores themselves, not of a request: a refused or dropped connection, a timeout, an
+# exhausted pool, a locked SQLite file. Errors in what was asked of them (a bad query, a Lua error) stay 500s.
+_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+_DATABASE_DOWN = (sql_errors.OperationalError, sql_errors.InterfaceError, sql_errors.TimeoutError)
+
+
+def handle_store_unavailable(error: Exception) -> Response:
+    store = "Redis" if isinstance(error, _REDIS_DOWN) else "the database"
+    cause = getattr(error, "orig", None) or error  # the driver's error: SQLAlchemy's text would add the SQL
+    summary = (str(cause).strip().splitlines() or [""])[0]
+    logger.warning("%s unreachable: %s: %s", store, type(cause).__name__, summary)
+    unavailable = ServiceUnavailable(f"The service cannot reach {store} right now; retry shortly.")
+    response = error_response(
+        unavailable.status, unavailable.code, unavailable.message, openai_type=unavailable.openai_type
+    )
+    response.headers["Retry-After"] = str(math.ceil(unavailable.retry_after))
+    return response
+
+
 def handle_unexpected(error: Exception) -> Response:
     logger.exception("unhandled error")
     return error_response(500, *HTTP_CODES[500])
@@ -157,4 +178,6 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(HTTPException, handle_http_exception)
+    for store_down in (*_REDIS_DOWN, *_DATABASE_DOWN):
+        app.register_error_handler(store_down, handle_store_unavailable)
     app.register_error_handler(Exception, handle_unexpected)

@@ -14,6 +14,7 @@
      ├── Conflict                   409 conflict
      ├── BudgetExceeded             402 budget_exceeded   (spend limit reached)
      ├── RateLimited                429 rate_limited      (retry_after seconds)
+     ├── ServiceUnavailable         503 service_unavailable (a store the service needs is down)
      └── UpstreamError              502 upstream_error    (provider, upstream_status)
           ├── UpstreamUnreachable   502 upstream_unreachable
           ├── UpstreamTimeout       504 upstream_timeout
@@ -122,6 +123,19 @@ class RateLimited(ApiError):
     message = "Too many requests; retry later."
 
     def __init__(self, message: str | None = None, *, retry_after: float | None = None, **kw: Any) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class ServiceUnavailable(ApiError):
+    """The database or Redis cannot be reached: the caller did nothing wrong and may retry."""
+
+    status = 503
+    code = "service_unavailable"
+    message = "The service is temporarily unavailable; retry shortly."
+    openai_type = "api_error"
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = 2, **kw: Any) -> None:
         super().__init__(message, **kw)
         self.retry_after = retry_after
 
