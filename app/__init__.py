@@ -67,9 +67,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app.middleware.auth_middleware import load_identity
     from app.middleware.rate_limits import RateLimits
     from app.middleware.request_context import check_json_body, start_request, tag_response
-    from app.models import ExternalCall
     from app.services.api_key_verifier import ApiKeyVerifier
-    from app.services.batch_writer import BatchWriter
     from app.services.external_proxy import ExternalProxy, settings_from_config
     from app.services.revocation import DatabaseRevocations, RedisRevocations
     from app.utils.redis_client import redis_from_url
@@ -114,7 +112,6 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     app.extensions["verified_tokens"] = TTLCache(ttl=60.0, max_size=10_000)
     app.extensions["gateway"] = _build_gateway(settings, redis_client)
     app.extensions["external"] = ExternalProxy(settings_from_config(settings))
-    app.extensions["external_audit"] = BatchWriter(app, ExternalCall, interval=settings.BATCH_FLUSH_INTERVAL)
     app.extensions["revocations"] = (
         RedisRevocations(redis_client, settings.JWT_REFRESH_TOKEN_EXPIRES)
         if redis_client
@@ -125,32 +122,41 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
 
 
 def _bind_usage(app: OpenAPI, settings: Config, redis_client: Any) -> None:
-    from app.models import UsageRecord
-    from app.services.batch_writer import BatchWriter
+    from app.models import ExternalCall, UsageRecord
     from app.services.limits import LimitService, limits_from_config
-    from app.services.stream_consumer import StreamSettings
-    from app.services.stream_writer import StreamWriter
     from app.utils.metrics import install_metrics
 
-    if redis_client is not None:
-        # Through a Redis stream, so the rows of an instance that is killed are written by another.
-        app.extensions["usage_writer"] = StreamWriter(
-            app,
-            UsageRecord,
-            redis_client,
-            StreamSettings(
-                key=settings.USAGE_STREAM_KEY,
-                maxlen=settings.USAGE_STREAM_MAXLEN,
-                claim_idle=settings.USAGE_CLAIM_IDLE_SECONDS,
-                interval=settings.BATCH_FLUSH_INTERVAL,
-            ),
-        )
-    else:
-        app.extensions["usage_writer"] = BatchWriter(app, UsageRecord, interval=settings.BATCH_FLUSH_INTERVAL)
+    app.extensions["usage_writer"] = _row_writer(
+        app, settings, redis_client, UsageRecord, "usage", settings.USAGE_STREAM_KEY
+    )
+    app.extensions["external_audit"] = _row_writer(
+        app, settings, redis_client, ExternalCall, "external-call", settings.EXTERNAL_AUDIT_STREAM_KEY
+    )
     app.extensions["limits"] = LimitService(
         redis_client, limits_from_config(settings), settings.LIMITS_CACHE_SECONDS
     )
     install_metrics(app)
+
+
+def _row_writer(
+    app: OpenAPI, settings: Config, redis_client: Any, model: type[Any], rows: str, stream_key: str
+) -> Any:
+    """Where the rows of each call go: through a Redis stream, so the rows of an instance that is killed
+    are written by another; without Redis, from this process's memory."""
+    from app.services.batch_writer import BatchWriter
+    from app.services.stream_consumer import StreamSettings
+    from app.services.stream_writer import StreamWriter
+
+    if redis_client is None:
+        return BatchWriter(app, model, interval=settings.BATCH_FLUSH_INTERVAL)
+    stream = StreamSettings(
+        key=stream_key,
+        maxlen=settings.USAGE_STREAM_MAXLEN,
+        claim_idle=settings.USAGE_CLAIM_IDLE_SECONDS,
+        interval=settings.BATCH_FLUSH_INTERVAL,
+        rows=rows,
+    )
+    return StreamWriter(app, model, redis_client, stream)
 
 
 def _build_gateway(settings: Config, redis_client: Any) -> Any:

@@ -75,11 +75,10 @@ def make_app(backend: dict[str, Any]) -> Iterator[Callable[..., Any]]:
 
     yield factory
     for built in apps:
-        # Rows queued by this test belong to this database.
-        built.extensions["external_audit"].flush()
-        usage_writer = built.extensions["usage_writer"]
-        # A usage stream's consumer stops too, so it cannot read the next test's stream.
-        (getattr(usage_writer, "close", None) or usage_writer.flush)()
+        # Rows queued by this test belong to this database; a stream's consumer stops too, so it cannot
+        # read the next test's stream.
+        for writer in (built.extensions["external_audit"], built.extensions["usage_writer"]):
+            (getattr(writer, "close", None) or writer.flush)()
     if apps:
         with apps[0].app_context():
             db.session.remove()

@@ -14,7 +14,10 @@ class ExternalCall(db.Model):
     """One call through /api/external/*: where it went (never the query string) and how it ended."""
 
     __tablename__ = "external_calls"
-    __table_args__ = (Index("ix_external_calls_user_id_id", "user_id", "id"),)
+    __table_args__ = (
+        Index("ix_external_calls_user_id_created_at", "user_id", "created_at"),  # the history, newest first
+        Index("uq_external_calls_idempotency_key", "idempotency_key", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     user_id: Mapped[int] = mapped_column(Integer, ForeignKey("users.id", ondelete="CASCADE"))
@@ -29,6 +32,8 @@ class ExternalCall(db.Model):
     bytes_received: Mapped[int] = mapped_column(Integer)
     elapsed_ms: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set when the row comes through the Redis stream (stream_writer.py), which may deliver it twice.
+    idempotency_key: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
     def to_public(self) -> dict[str, Any]:
         return {

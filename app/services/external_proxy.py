@@ -14,6 +14,7 @@ from app.models import ExternalCall
 from app.models.user import utcnow
 from app.services.batch_writer import BatchWriter
 from app.services.external_api_service import ExternalApiSettings, ExternalCallAudit, build_client
+from app.services.stream_writer import StreamWriter
 from app.utils.egress_guard import EgressPolicy
 from app.version import __version__
 
@@ -80,8 +81,11 @@ class ExternalProxy:
         return self._client
 
 
-def record_call(writer: BatchWriter, user_id: int, api_key_id: int | None, audit: ExternalCallAudit) -> None:
-    """Queue one audit row per call; the batch writer inserts it off the request path."""
+RowWriter = BatchWriter | StreamWriter
+
+
+def record_call(writer: RowWriter, user_id: int, api_key_id: int | None, audit: ExternalCallAudit) -> None:
+    """Queue one audit row per call, written off the request path (through Redis when it is set)."""
     writer.add(
         dict(
             user_id=user_id,
@@ -100,9 +104,14 @@ def record_call(writer: BatchWriter, user_id: int, api_key_id: int | None, audit
     )
 
 
-def history(writer: BatchWriter, user_id: int, page: int, per_page: int) -> dict[str, Any]:
+def history(writer: RowWriter, user_id: int, page: int, per_page: int) -> dict[str, Any]:
     writer.flush()  # a caller reads its own calls, even those made a moment ago in this process
-    query = db.select(ExternalCall).where(ExternalCall.user_id == user_id).order_by(ExternalCall.id.desc())
+    # By time: rows that came through the Redis stream are numbered in batches, not in the order of the calls.
+    query = (
+        db.select(ExternalCall)
+        .where(ExternalCall.user_id == user_id)
+        .order_by(ExternalCall.created_at.desc(), ExternalCall.id.desc())
+    )
     found = db.paginate(query, page=page, per_page=per_page, error_out=False)
     return {
         "items": [call.to_public() for call in found.items],

@@ -44,6 +44,7 @@ class StreamSettings:
     claim_idle: float  # seconds an entry stays with a consumer that does not acknowledge it
     interval: float  # seconds between batch inserts
     max_batch: int = 500
+    rows: str = "usage"  # what the rows are, in log lines and the consumer thread's name
 
     @property
     def claim_every(self) -> float:
@@ -142,7 +143,11 @@ class StreamConsumer:
         while True:
             cursor, entries = self._autoclaim(idle_ms, cursor)
             if entries:
-                logger.warning("took over %d unwritten usage rows from a consumer gone silent", len(entries))
+                logger.warning(
+                    "took over %d unwritten %s rows from a consumer gone silent",
+                    len(entries),
+                    self.settings.rows,
+                )
                 if not self._write(entries):
                     return False
             if _id(cursor) == "0-0":
@@ -209,7 +214,9 @@ class StreamConsumer:
             try:
                 rows.append(decode_row(self.model, raw))
             except ValueError:
-                logger.error("dropping an unreadable entry on the usage stream: %r", raw[:200])
+                logger.error(
+                    "dropping an unreadable entry on the %s stream: %r", self.settings.rows, raw[:200]
+                )
                 self.dropped += 1
         # One lock order for every writer of the same rows (a claim racing a slow consumer): no deadlock.
         rows.sort(key=lambda row: row.get(IDEMPOTENCY_KEY) or "")
@@ -236,7 +243,9 @@ class StreamConsumer:
             # block the stream for good, so write the others and drop that one.
             return self._insert_one_by_one(rows)
         except Exception:
-            logger.exception("writing %d usage rows failed; they stay on the stream", len(rows))
+            logger.exception(
+                "writing %d %s rows failed; they stay on the stream", len(rows), self.settings.rows
+            )
             return False
 
     def _insert_one_by_one(self, rows: list[dict[str, Any]]) -> bool:
@@ -244,10 +253,10 @@ class StreamConsumer:
             try:
                 self._commit([row])
             except (IntegrityError, DataError):
-                logger.exception("dropping a usage row the database refuses: %r", row)
+                logger.exception("dropping a %s row the database refuses: %r", self.settings.rows, row)
                 self.dropped += 1
             except Exception:
-                logger.exception("writing usage rows failed; they stay on the stream")
+                logger.exception("writing %s rows failed; they stay on the stream", self.settings.rows)
                 return False
         return True
 
@@ -260,19 +269,23 @@ class StreamConsumer:
 
     def _count_lost(self, count: int) -> None:
         logger.error(
-            "%d usage rows were trimmed from the stream before they were written (USAGE_STREAM_MAXLEN)", count
+            "%d %s rows were trimmed from the stream before they were written (USAGE_STREAM_MAXLEN)",
+            count,
+            self.settings.rows,
         )
         self.dropped += count
 
     def _failed(self, error: redis.RedisError) -> None:
         if not self._failing:
             self._failing = True
-            logger.warning("usage stream consumer %s: Redis failed, retrying: %s", self.name, error)
+            logger.warning(
+                "%s stream consumer %s: Redis failed, retrying: %s", self.settings.rows, self.name, error
+            )
 
     def _recovered(self) -> None:
         if self._failing:
             self._failing = False
-            logger.info("usage stream consumer %s: Redis answers again", self.name)
+            logger.info("%s stream consumer %s: Redis answers again", self.settings.rows, self.name)
 
 
 def _id(value: Any) -> str:

@@ -88,7 +88,7 @@ class StreamWriter:
         try:
             written += self._process_consumer().drain()
         except redis.RedisError as error:
-            logger.warning("usage stream unavailable, its rows are written later: %s", error)
+            logger.warning("%s stream unavailable, its rows are written later: %s", self.settings.rows, error)
         return written
 
     def pending(self) -> int:
@@ -119,7 +119,10 @@ class StreamWriter:
                 )
                 self._pid = os.getpid()
                 threading.Thread(
-                    target=self._consumer.run, args=(self._stop,), name="usage-stream", daemon=True
+                    target=self._consumer.run,
+                    args=(self._stop,),
+                    name=f"{self.settings.rows}-stream",
+                    daemon=True,
                 ).start()
             return self._consumer
 
@@ -127,9 +130,14 @@ class StreamWriter:
         self._retry_redis_at = time.monotonic() + _REDIS_RETRY_AFTER
         if not self._redis_down:
             self._redis_down = True
-            logger.warning("usage stream unavailable, keeping usage rows in memory meanwhile: %s", error)
+            logger.warning(
+                "%s stream unavailable, keeping %s rows in memory meanwhile: %s",
+                self.settings.rows,
+                self.settings.rows,
+                error,
+            )
 
     def _redis_answered(self) -> None:
         if self._redis_down:
             self._redis_down = False
-            logger.info("usage stream reachable again")
+            logger.info("%s stream reachable again", self.settings.rows)
