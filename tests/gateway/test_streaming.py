@@ -80,8 +80,11 @@ class KeepAliveStreams:
     """A raw HTTP/1.1 server that keeps connections open across chunked SSE answers (werkzeug's closes
     them), and sends the body's last chunk a moment after [DONE], as a slow network would."""
 
-    def __init__(self, tail_delay: float) -> None:
+    def __init__(self, tail_delay: float, send_done: bool = True) -> None:
         self.tail_delay = tail_delay
+        self.events = [_chunk({"content": "hi"}), _chunk({}, "stop")] + (
+            [b"data: [DONE]\n\n"] if send_done else []
+        )
         self.connections = 0
         self.requests = 0
         self.listener = socket.create_server(("127.0.0.1", 0))
@@ -114,7 +117,7 @@ class KeepAliveStreams:
                 conn.sendall(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
                 )
-                for event in (_chunk({"content": "hi"}), _chunk({}, "stop"), b"data: [DONE]\n\n"):
+                for event in self.events:
                     conn.sendall(b"%x\r\n%s\r\n" % (len(event), event))
                 time.sleep(self.tail_delay)
                 conn.sendall(b"0\r\n\r\n")
@@ -130,6 +133,21 @@ def test_a_finished_stream_leaves_its_connection_for_the_next_call(gateway):
         for _ in range(3):
             assert raw_events(gw)[-1] == "[DONE]"
             time.sleep(0.2)  # the body's last chunk, after [DONE], is read in the background
+        assert server.requests == 3
+        assert server.connections == 1
+    finally:
+        server.stop()
+
+
+def test_a_stream_read_to_the_end_of_its_body_leaves_its_connection_for_the_next_call(gateway):
+    # A server that ends its stream without [DONE] (allowed for openai_compatible): the body's end is
+    # read by the relay itself, which gives the connection back to the pool.
+    server = KeepAliveStreams(tail_delay=0.0, send_done=False)
+    try:
+        gw = gateway(provider_config("p", "openai_compatible", server.url + "/v1"))
+        for _ in range(3):
+            events = raw_events(gw)
+            assert events[-1] == "[DONE]" and json.loads(events[0])["choices"][0]["delta"]["content"] == "hi"
         assert server.requests == 3
         assert server.connections == 1
     finally:
