@@ -3,6 +3,7 @@ a client that goes away has its upstream closed."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import threading
@@ -152,6 +153,23 @@ def test_a_stream_read_to_the_end_of_its_body_leaves_its_connection_for_the_next
         assert server.connections == 1
     finally:
         server.stop()
+
+
+def test_a_compressed_stream_is_decoded(upstream, gateway):
+    # Only when an operator's provider headers ask for it; the identity fast path must not take it.
+    def handler(request: Request) -> Response:
+        assert request.headers["Accept-Encoding"] == "gzip"
+        events = _chunk({"content": "packed "}) + _chunk({"content": "words"}) + _chunk({}, "stop")
+        body = gzip.compress(events + b"data: [DONE]\n\n")
+        return Response(body, mimetype="text/event-stream", headers={"Content-Encoding": "gzip"})
+
+    standin = upstream(handler)
+    config = provider_config("p", "openai", standin.url + "/v1", headers={"Accept-Encoding": "gzip"})
+    events = raw_events(gateway(config))
+    assert events[-1] == "[DONE]"
+    assert "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]) == (
+        "packed words"
+    )
 
 
 def test_a_stream_whose_body_never_ends_after_done_still_ends_for_the_client(gateway):

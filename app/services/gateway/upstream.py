@@ -201,27 +201,29 @@ def read_json(response: urllib3.BaseHTTPResponse, provider: str) -> object:
 def iter_lines(response: urllib3.BaseHTTPResponse, provider: str) -> Iterator[str]:
     """The body's lines as they arrive; a connection that breaks mid-stream becomes stream_interrupted.
 
-    Reads the standard library's response under urllib3's directly (http.client undoes the chunked
-    encoding): urllib3's read1 adds a buffer, a decoder and an error-mapping context per read, about a
-    third of a relayed chunk's cost. Only identity bodies reach here (http.client asks for nothing else),
-    and at the end the connection goes back to urllib3's pool as its own read would have sent it.
+    An identity body (http.client asks for nothing else unless a provider's configured headers do) is
+    read from the standard library's response under urllib3's, which still undoes the chunked encoding:
+    urllib3's read1 wraps every read in a buffer, a decoder and an error-mapping context, about a quarter
+    of a relayed chunk's instructions (bench/README.md). At the body's end the connection goes back to
+    urllib3's pool, as its own read would have sent it. A compressed body goes through urllib3's decoder.
     """
-    raw = response._fp  # urllib3 is pinned in requirements.txt; its tests here cover this path
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    read1 = response.read1 if encoding not in ("", "identity") else response._fp.read1  # urllib3 is pinned
     pending = b""
     try:
         while True:
-            part = raw.read1(READ_SIZE)
+            part = read1(READ_SIZE)
             if not part:
                 break
             pending += part
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 yield line.rstrip(b"\r").decode("utf-8", errors="replace")
-    except TimeoutError:
+    except (TimeoutError, ReadTimeoutError, Urllib3Timeout):
         raise ProviderError(
             f"the stream from {provider} stalled", kind="timeout", provider=provider
         ) from None
-    except (OSError, http.client.HTTPException, ValueError):
+    except (OSError, http.client.HTTPException, ValueError, Urllib3Error):
         raise ProviderError(
             f"the stream from {provider} was cut", kind="stream_interrupted", provider=provider
         ) from None
