@@ -179,13 +179,13 @@ class Config:
         self.BATCH_FLUSH_INTERVAL = env_float("BATCH_FLUSH_INTERVAL", 0.5, minimum=0.01)
         # With REDIS_URL, usage rows go through this Redis stream (app/services/stream_writer.py).
         self.USAGE_STREAM_KEY = env_str("USAGE_STREAM_KEY", "multillm:usage")
-        # And the audit rows of external calls through this one (same length cap and claim idle time).
-        self.EXTERNAL_AUDIT_STREAM_KEY = env_str("EXTERNAL_AUDIT_STREAM_KEY", "multillm:external_calls")
         # Unwritten rows it keeps while the database is down, past which the oldest are dropped: about
         # 0.6 KB each in Redis, so ~300 MB at the cap, or some 80 minutes of outage at 100 calls a second.
         self.USAGE_STREAM_MAXLEN = env_int("USAGE_STREAM_MAXLEN", 500_000, minimum=1000)
         # Seconds a row read by a consumer that then died waits before another consumer writes it.
         self.USAGE_CLAIM_IDLE_SECONDS = env_float("USAGE_CLAIM_IDLE_SECONDS", 15.0, minimum=0.1)
+        # The audit rows of external calls take their own stream, with the same cap and claim idle time.
+        self.EXTERNAL_AUDIT_STREAM_KEY = env_str("EXTERNAL_AUDIT_STREAM_KEY", "multillm:external_calls")
 
         self.MODELS_CONFIG = env_str("MODELS_CONFIG")
         self.LLM_REQUEST_TIMEOUT = env_float("LLM_REQUEST_TIMEOUT", 600.0, minimum=0.1)

@@ -94,6 +94,10 @@ def handle_api_error(error: ApiError) -> Response:
                 "upstream_status": getattr(error, "upstream_status", None),
             },
         )
+    return render_api_error(error)
+
+
+def render_api_error(error: ApiError) -> Response:
     openai_type = getattr(error, "openai_type", None)
     details = error.details or {}
     # OpenAI names the offending field in `param`; our validation errors carry it in details.fields.
@@ -160,13 +164,10 @@ def handle_store_unavailable(error: Exception) -> Response:
     store = "Redis" if isinstance(error, _REDIS_DOWN) else "the database"
     cause = getattr(error, "orig", None) or error  # the driver's error: SQLAlchemy's text would add the SQL
     summary = (str(cause).strip().splitlines() or [""])[0]
-    logger.warning("%s unreachable: %s: %s", store, type(cause).__name__, summary)
-    unavailable = ServiceUnavailable(f"The service cannot reach {store} right now; retry shortly.")
-    response = error_response(
-        unavailable.status, unavailable.code, unavailable.message, openai_type=unavailable.openai_type
-    )
-    response.headers["Retry-After"] = str(math.ceil(unavailable.retry_after))
-    return response
+    logger.warning(
+        "%s unreachable: %s: %s", store, type(cause).__name__, summary
+    )  # instead of the generic line
+    return render_api_error(ServiceUnavailable(f"The service cannot reach {store} right now; retry shortly."))
 
 
 def handle_unexpected(error: Exception) -> Response:
