@@ -70,7 +70,6 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app.services.api_key_verifier import ApiKeyVerifier
     from app.services.external_proxy import ExternalProxy, settings_from_config
     from app.services.revocation import DatabaseRevocations, RedisRevocations
-    from app.utils.redis_client import redis_from_url
     from app.utils.ttl_cache import TTLCache
 
     db.init_app(app)
@@ -107,7 +106,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
         enabled=settings.RATELIMIT_ENABLED,
     ).init_app(app)
 
-    redis_client = redis_from_url(settings.REDIS_URL) if settings.REDIS_URL else None
+    redis_client = _redis_client(app, settings)
     app.extensions["redis"] = redis_client
     app.extensions["verified_tokens"] = TTLCache(ttl=60.0, max_size=10_000)
     app.extensions["gateway"] = _build_gateway(settings, redis_client)
@@ -119,6 +118,18 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     )
     app.extensions["api_keys"] = ApiKeyVerifier(redis_client)
     _bind_usage(app, settings, redis_client)
+
+
+def _redis_client(app: OpenAPI, settings: Config) -> Any:
+    """The shared Redis client, or None on a single machine: redis-py (and what it imports, ~6 MB per
+    worker) is loaded only where REDIS_URL is set."""
+    if not settings.REDIS_URL:
+        return None
+    from app.error_handlers import register_redis_errors
+    from app.utils.redis_client import redis_from_url
+
+    register_redis_errors(app)
+    return redis_from_url(settings.REDIS_URL)
 
 
 def _bind_usage(app: OpenAPI, settings: Config, redis_client: Any) -> None:
@@ -143,12 +154,13 @@ def _row_writer(
 ) -> Any:
     """Where the rows of each call go: through a Redis stream, so the rows of an instance that is killed
     are written by another; without Redis, from this process's memory."""
-    from app.services.batch_writer import BatchWriter
+    if redis_client is None:
+        from app.services.batch_writer import BatchWriter
+
+        return BatchWriter(app, model, interval=settings.BATCH_FLUSH_INTERVAL)
     from app.services.stream_consumer import StreamSettings
     from app.services.stream_writer import StreamWriter
 
-    if redis_client is None:
-        return BatchWriter(app, model, interval=settings.BATCH_FLUSH_INTERVAL)
     stream = StreamSettings(
         key=stream_key,
         maxlen=settings.USAGE_STREAM_MAXLEN,
@@ -160,7 +172,7 @@ def _row_writer(
 
 
 def _build_gateway(settings: Config, redis_client: Any) -> Any:
-    from app.services.gateway.breaker import BreakerSettings, MemoryBreaker, RedisBreaker
+    from app.services.gateway.breaker import BreakerSettings, MemoryBreaker
     from app.services.gateway.catalog import load_catalog
     from app.services.gateway.chat import Gateway, Timeouts
     from app.services.gateway.router import RetrySettings, Router
@@ -169,9 +181,12 @@ def _build_gateway(settings: Config, redis_client: Any) -> Any:
     catalog = load_catalog(settings.MODELS_CONFIG or None)
     breaker_settings = BreakerSettings(settings.LLM_BREAKER_FAILURES, settings.LLM_BREAKER_COOLDOWN)
     # Shared through Redis when there is one, so every worker and instance skips a failing target.
-    breaker = (
-        RedisBreaker(redis_client, breaker_settings) if redis_client else MemoryBreaker(breaker_settings)
-    )
+    if redis_client:
+        from app.services.gateway.redis_breaker import RedisBreaker
+
+        breaker: Any = RedisBreaker(redis_client, breaker_settings)
+    else:
+        breaker = MemoryBreaker(breaker_settings)
     retry = RetrySettings(
         max_per_target=settings.LLM_MAX_RETRIES_PER_TARGET,
         backoff_base=settings.LLM_RETRY_BACKOFF_BASE,

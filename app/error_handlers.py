@@ -6,7 +6,6 @@ import logging
 import math
 from typing import Any
 
-import redis
 from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from sqlalchemy import exc as sql_errors
@@ -156,12 +155,11 @@ def handle_http_exception(error: HTTPException) -> Response:
 
 # Failures of the stores themselves, not of a request: a refused or dropped connection, a timeout, an
 # exhausted pool, a locked SQLite file. Errors in what was asked of them (a bad query, a Lua error) stay 500s.
-_REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 _DATABASE_DOWN = (sql_errors.OperationalError, sql_errors.InterfaceError, sql_errors.TimeoutError)
 
 
 def handle_store_unavailable(error: Exception) -> Response:
-    store = "Redis" if isinstance(error, _REDIS_DOWN) else "the database"
+    store = "the database" if isinstance(error, sql_errors.SQLAlchemyError) else "Redis"
     cause = getattr(error, "orig", None) or error  # the driver's error: SQLAlchemy's text would add the SQL
     summary = (str(cause).strip().splitlines() or [""])[0]
     logger.warning(
@@ -179,6 +177,14 @@ def register_error_handlers(app: Flask) -> None:
     app.register_error_handler(ApiError, handle_api_error)
     app.register_error_handler(ValidationError, handle_validation_error)
     app.register_error_handler(HTTPException, handle_http_exception)
-    for store_down in (*_REDIS_DOWN, *_DATABASE_DOWN):
+    for store_down in _DATABASE_DOWN:
         app.register_error_handler(store_down, handle_store_unavailable)
     app.register_error_handler(Exception, handle_unexpected)
+
+
+def register_redis_errors(app: Flask) -> None:
+    """Only an app configured with Redis loads redis-py, and only it can meet these."""
+    import redis
+
+    for store_down in (redis.ConnectionError, redis.TimeoutError):
+        app.register_error_handler(store_down, handle_store_unavailable)

@@ -1,7 +1,7 @@
 """Run the benchmark suite: `make bench` (full) or `make bench-smoke` (a few seconds, CI).
 
-Installs what is missing (wrk and nginx from Debian, LiteLLM into bench/.venv-litellm, Portkey into
-bench/node_modules, patched), starts the mock upstream and each target in turn on loopback ports,
+Installs what is missing (wrk and nginx from Debian, the gateway's runtime requirements into
+bench/.venv-gateway, LiteLLM into bench/.venv-litellm, Portkey into bench/node_modules, patched), starts the mock upstream and each target in turn on loopback ports,
 runs the scenarios of scenarios.py against each, stops everything (also on Ctrl-C or failure) and
 writes bench/results/latest.md (smoke: bench/results/smoke.md) and a .json beside it.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -26,6 +27,8 @@ import report
 import scenarios
 import targets
 from targets import BENCH_DIR, LITELLM_VENV, PORTKEY_BUNDLE, REPO_DIR, Target
+
+GATEWAY_VENV = BENCH_DIR / ".venv-gateway"
 
 RESULTS_DIR = BENCH_DIR / "results"
 RUN_DIR = BENCH_DIR / ".run"
@@ -80,6 +83,23 @@ def ensure_litellm() -> None:
     else:
         _run([sys.executable, "-m", "venv", str(LITELLM_VENV)])
     _run([str(python), "-m", "pip", "install", "-q", "-r", str(BENCH_DIR / "requirements-litellm.txt")])
+
+
+def ensure_gateway_venv() -> str:
+    """bench/.venv-gateway with requirements.txt only, as production installs the gateway: a development
+    environment also holds the test tools, some of which the app's libraries load when they find them
+    (PyJWT loads cryptography, ~9 MB of RSS per process)."""
+    requirements = REPO_DIR / "requirements.txt"
+    stamp = GATEWAY_VENV / ".requirements-sha256"
+    wanted = hashlib.sha256(requirements.read_bytes()).hexdigest()
+    python = GATEWAY_VENV / "bin/python"
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return str(python)
+    shutil.rmtree(GATEWAY_VENV, ignore_errors=True)
+    _run([sys.executable, "-m", "venv", str(GATEWAY_VENV)])
+    _run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "-r", str(requirements)])
+    stamp.write_text(wanted)
+    return str(python)
 
 
 def ensure_portkey() -> None:
@@ -141,7 +161,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--targets", default="", help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
     parser.add_argument("--sweeps", type=int, default=0, help="how many times to run the whole sweep")
     parser.add_argument(
-        "--app-python", default="", help="Python with the app's requirements (default: this one)"
+        "--app-python",
+        default="",
+        help="Python with the app's requirements (default: bench/.venv-gateway; --smoke: this one)",
     )
     parser.add_argument("--workers", type=int, default=int(os.environ.get("BENCH_GATEWAY_WORKERS", "1")))
     parser.add_argument("--output", default="", help="markdown path (default results/latest.md or smoke.md)")
@@ -151,7 +173,7 @@ def parse_args() -> argparse.Namespace:
         ["direct", "gateway"] if args.smoke else list(ALL_TARGETS)
     )
     args.sweeps = args.sweeps or (1 if args.smoke else 2)
-    args.app_python = args.app_python or os.environ.get("BENCH_APP_PYTHON") or sys.executable
+    args.app_python = args.app_python or os.environ.get("BENCH_APP_PYTHON") or ""
     default_out = RESULTS_DIR / ("smoke.md" if args.smoke else "latest.md")
     args.output = Path(args.output) if args.output else default_out
     return args
@@ -173,6 +195,10 @@ def main() -> int:
             ensure_portkey()
     elif "portkey" in args.targets:
         patch_portkey.patch()
+    if not args.app_python:
+        # The smoke checks that every scenario runs; figures come from the production install.
+        no_venv = args.smoke or (args.no_install and not (GATEWAY_VENV / "bin/python").exists())
+        args.app_python = sys.executable if no_venv else ensure_gateway_venv()
 
     # SIGTERM (and SIGINT, by default) unwind through the finally below, which stops every process.
     signal.signal(signal.SIGTERM, _interrupt)

@@ -106,3 +106,35 @@ def test_run_py_exits_non_zero_in_production_without_secrets(tmp_path):
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+_LOADED_STORES = """
+import os, sys
+from app import create_app
+create_app()
+print(",".join(m for m in ("redis", "sqlalchemy.dialects.postgresql") if m in sys.modules))
+"""
+
+
+@pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:6379/15"])
+def test_redis_client_is_loaded_only_where_redis_is_configured(tmp_path, redis_url):
+    # On a single machine, redis-py (and what it imports) would cost a worker ~6 MB, the PostgreSQL
+    # dialect of the Redis stream's inserts ~2 MB more.
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": STRONG,
+        "JWT_SECRET_KEY": STRONG + "j",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "REDIS_URL": redis_url,
+        "RATE_LIMIT_STORAGE_URL": "memory://",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADED_STORES], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    loaded = set(filter(None, result.stdout.strip().split(",")))
+    if redis_url:
+        assert "redis" in loaded  # the probe sees what it looks for
+    else:
+        assert loaded == set()

@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import redis
 from sqlalchemy import bindparam, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -37,6 +37,9 @@ from app.extensions import db
 from app.models import ApiKey
 from app.models.user import as_utc
 from app.utils.ttl_cache import TTLCache
+
+if TYPE_CHECKING:
+    import redis
 
 logger = logging.getLogger(__name__)
 

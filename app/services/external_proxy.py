@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -12,11 +12,15 @@ from app.config import Config, ConfigError
 from app.extensions import db
 from app.models import ExternalCall
 from app.models.user import utcnow
-from app.services.batch_writer import BatchWriter
 from app.services.external_api_service import ExternalApiSettings, ExternalCallAudit, build_client
-from app.services.stream_writer import StreamWriter
 from app.utils.egress_guard import EgressPolicy
 from app.version import __version__
+
+if TYPE_CHECKING:
+    from app.services.batch_writer import BatchWriter
+    from app.services.stream_writer import StreamWriter
+
+    RowWriter = BatchWriter | StreamWriter
 
 
 def parse_port_ranges(spec: str) -> tuple[tuple[int, int], ...]:
@@ -79,9 +83,6 @@ class ExternalProxy:
                     self._client = build_client(self.settings)
                     self._pid = os.getpid()
         return self._client
-
-
-RowWriter = BatchWriter | StreamWriter
 
 
 def record_call(writer: RowWriter, user_id: int, api_key_id: int | None, audit: ExternalCallAudit) -> None:

@@ -50,18 +50,21 @@ def _gevent_active() -> bool:
 def start_writers(app: Any) -> None:
     """Start the usage stream's consumer as the worker starts, not at its first LLM call: a worker that
     serves none still writes the rows of a killed one."""
-    from app.services.stream_writer import StreamWriter
-
     for extension in list(app.extensions.values()):
-        if isinstance(extension, StreamWriter):
+        if isinstance(extension, _stream_writer_classes()):
             extension.start()
 
 
 def flush_writers(app: Any) -> None:
     """Write every queued row (audit, usage) before the process exits."""
     from app.services.batch_writer import BatchWriter
-    from app.services.stream_writer import StreamWriter
 
     for extension in list(app.extensions.values()):
-        if isinstance(extension, BatchWriter | StreamWriter):
+        if isinstance(extension, (BatchWriter, *_stream_writer_classes())):
             extension.flush()
+
+
+def _stream_writer_classes() -> tuple[type, ...]:
+    """StreamWriter, if it was loaded: only an app with Redis loads it (and the Redis client with it)."""
+    module = sys.modules.get("app.services.stream_writer")
+    return (module.StreamWriter,) if module else ()

@@ -9,15 +9,17 @@ process that revokes refuses at once, the other workers within a second.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import redis
 from sqlalchemy import select
 
 from app.extensions import db
 from app.models import AuthSession
 from app.services.api_key_verifier import CACHE_SIZE, LOCAL_CACHE_TTL
 from app.utils.ttl_cache import TTLCache
+
+if TYPE_CHECKING:
+    import redis
 
 
 class RevocationStore(Protocol):

@@ -19,8 +19,8 @@ from app.services.gateway.breaker import (
     OPEN,
     BreakerSettings,
     MemoryBreaker,
-    RedisBreaker,
 )
+from app.services.gateway.redis_breaker import RedisBreaker
 from tests.conftest import _require
 from tests.gateway.conftest import Gateway
 from tests.gateway.routing_setup import chat_requests, routed_config, switchable
