@@ -15,7 +15,8 @@ load_dotenv()
 bind = f"{os.environ.get('HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '5000'}"  # noqa: S104  (a server behind a proxy)
 # Empty values (as .env.example leaves them) mean the default.
 workers = int(os.environ.get("GUNICORN_WORKERS") or multiprocessing.cpu_count())
-worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent"
+# gevent_worker.py: gunicorn's gevent worker on gevent's HTTP server, with gunicorn's keep-alive limit.
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent_worker.Worker"
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or "1000")
 # Only for GUNICORN_WORKER_CLASS=gthread (measured against gevent in bench/: see bench/README.md).
 threads = int(os.environ.get("GUNICORN_THREADS") or "1")

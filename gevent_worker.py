@@ -1,0 +1,54 @@
+"""The production worker: gunicorn's gevent worker serving HTTP with gevent's own server (pywsgi).
+
+Chosen by measurement (bench/README.md): a proxied call costs less CPU than under gunicorn's default
+gevent worker, whose HTTP/1 path does more in Python per request (HTTP/2 negotiation checks, its parser).
+gunicorn still runs the process: workers, signals, graceful shutdown, the hooks of gunicorn.conf.py.
+
+What gunicorn's worker does and pywsgi does not, added here:
+- a kept-alive connection that sends no request for `keepalive` seconds is closed (pywsgi would wait for
+  ever: idle connections would hold connection slots and hold up a graceful shutdown), and so is one
+  whose headers take longer than that;
+- `keepalive = 0`, and every response of a worker that is shutting down, says `Connection: close`, so a
+  proxy that pools connections (nginx) sends its next request to another instance instead of racing the
+  close.
+
+Its own module, outside app/: gunicorn's master loads the worker class, and must not import the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gevent
+from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
+
+
+class _HeadersTooSlow(ValueError):
+    """pywsgi answers a ValueError from read_request with 400 and closes the connection."""
+
+
+class KeepAliveHandler(PyWSGIHandler):
+    keepalive: float = 5.0  # both set per worker, from gunicorn's settings
+    worker: Any = None
+
+    def read_requestline(self) -> str:
+        with gevent.Timeout(self.keepalive or None, False):
+            return super().read_requestline()
+        return ""  # idle past keepalive: an empty request line makes pywsgi close the connection
+
+    def read_request(self, raw_requestline: str) -> bool:
+        with gevent.Timeout(self.keepalive or None, _HeadersTooSlow("the request headers came too slowly")):
+            return super().read_request(raw_requestline)
+
+    def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        closing = self.keepalive <= 0 or (self.worker is not None and not self.worker.alive)
+        if closing and not any(name.lower() == "connection" for name, _ in headers):
+            headers = [*headers, ("Connection", "close")]  # pywsgi then closes after the response
+        return super().start_response(status, headers, exc_info)
+
+
+class Worker(GeventPyWSGIWorker):
+    def init_process(self) -> None:
+        settings = {"keepalive": self.cfg.keepalive, "worker": self}
+        self.wsgi_handler = type("KeepAliveHandler", (KeepAliveHandler,), settings)
+        super().init_process()

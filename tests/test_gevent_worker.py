@@ -1,0 +1,128 @@
+"""The production worker (gevent_worker.py) keeps gunicorn's connection rules on gevent's HTTP server:
+idle and slow connections are closed after `keepalive` seconds, and `keepalive = 0` and a draining worker
+answer with `Connection: close`. Runs gunicorn for real, as a separate process."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import time
+
+import pytest
+
+from scripts.cluster import free_port, migrate, start_instance, wait_healthy
+
+HEALTH = b"GET /api/health HTTP/1.1\r\nHost: gateway\r\n\r\n"
+
+
+def _start(tmp_path, **settings: str):
+    port = free_port()
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_hex(32),
+        "JWT_SECRET_KEY": secrets.token_hex(32),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'worker.db'}",
+        "GUNICORN_WORKERS": "1",
+        "LOG_LEVEL": "WARNING",
+        **settings,
+    }
+    migrate(env)
+    process = start_instance(port, env, tmp_path / "server.log")
+    wait_healthy(f"http://127.0.0.1:{port}")
+    return process, port
+
+
+@pytest.fixture
+def instance(request, tmp_path):
+    process, port = _start(tmp_path, **request.param)
+    yield process, port
+    if process.poll() is None:
+        process.kill()
+        process.wait(10)
+
+
+def _response(sock: socket.socket) -> tuple[bytes, bytes]:
+    """One response's head and body (the health answer has a Content-Length)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        part = sock.recv(65536)
+        assert part, f"closed before a response: {data!r}"
+        data += part
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+@pytest.mark.parametrize("instance", [{"GUNICORN_KEEPALIVE": "1"}], indirect=True)
+def test_kept_alive_connection_serves_requests_then_closes_when_idle(instance):
+    _, port = instance
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        for _ in range(3):  # keep-alive: several requests on one connection
+            sock.sendall(HEALTH)
+            head, _ = _response(sock)
+            assert head.startswith(b"HTTP/1.1 200")
+            assert b"connection: close" not in head.lower()
+        started = time.monotonic()
+        assert _closed_within(sock, 5.0)
+        assert 0.5 < time.monotonic() - started < 4.0
+
+
+@pytest.mark.parametrize("instance", [{"GUNICORN_KEEPALIVE": "1"}], indirect=True)
+def test_headers_that_trickle_in_are_cut_off(instance):
+    _, port = instance
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: gateway\r\n")  # and never the blank line
+        sock.settimeout(5.0)
+        answer = b""
+        while part := sock.recv(65536):
+            answer += part
+        assert answer.startswith(b"HTTP/1.1 400")
+
+
+@pytest.mark.parametrize("instance", [{"GUNICORN_KEEPALIVE": "0"}], indirect=True)
+def test_keepalive_zero_closes_every_connection_after_its_response(instance):
+    _, port = instance
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(HEALTH)
+        head, _ = _response(sock)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"connection: close" in head.lower()
+        assert _closed_within(sock, 2.0)
+
+
+@pytest.mark.parametrize(
+    "instance", [{"GUNICORN_KEEPALIVE": "5", "DRAIN_DELAY": "0.3", "GRACEFUL_TIMEOUT": "10"}], indirect=True
+)
+def test_a_draining_worker_closes_kept_alive_connections_after_their_next_response(instance):
+    process, port = instance
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(HEALTH)
+        head, _ = _response(sock)
+        assert b"connection: close" not in head.lower()
+        process.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # past DRAIN_DELAY: the worker has stopped taking connections
+        sock.sendall(HEALTH)
+        head, _ = _response(sock)
+        assert head.startswith(b"HTTP/1.1 200")
+        assert b"connection: close" in head.lower()  # a pooling proxy sends its next request elsewhere
+        assert _closed_within(sock, 2.0)
+    assert process.wait(15) == 0
