@@ -301,7 +301,7 @@ def start_gateway(run_dir: Path, upstream: Target, python: str, workers: int, mo
         time.sleep(0.3)
     credential, kind = _gateway_credential(api)
     target.headers = {"Authorization": f"Bearer {credential}"}
-    worker_class = env.get("GUNICORN_WORKER_CLASS", "gevent")
+    worker_class = env.get("GUNICORN_WORKER_CLASS") or "gevent_worker.Worker (gevent)"
     target.note = f"gunicorn.conf.py, {workers} worker(s), {worker_class}; rate limits on; calls authenticated by {kind}"
     target.wait_ready(models[0], timeout_s=30)
     return target
