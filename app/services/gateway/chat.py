@@ -19,6 +19,7 @@ from app.services.gateway.streaming import HEARTBEAT, relay
 from app.services.gateway.upstream import (
     ProviderClient,
     close,
+    interrupt,
     iter_lines,
     open_response,
     read_json,
@@ -113,6 +114,12 @@ class Gateway:
                 else:
                     close(response)
 
+        def interrupt_upstream() -> bool:
+            reading = [response for response in opened if response not in ended]
+            for response in reading:
+                interrupt(response)
+            return bool(reading)
+
         return relay(
             chunks(),
             provider=provider.name,
@@ -120,6 +127,7 @@ class Gateway:
             idle_timeout=self.timeouts.stream_idle,
             heartbeat_interval=self.timeouts.heartbeat,
             close_upstream=close_upstream,
+            interrupt_upstream=interrupt_upstream,
         )
 
     def embed(

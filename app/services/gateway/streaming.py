@@ -4,6 +4,11 @@ The producer thread (a greenlet under gevent) reads the upstream; the consumer w
 which enforces LLM_FIRST_TOKEN_TIMEOUT and LLM_STREAM_IDLE_TIMEOUT and emits heartbeats while the
 upstream is silent. Writing a heartbeat is how a disconnected client is noticed: the write fails,
 the generator is closed, and closing it closes the upstream response.
+
+Closing the upstream response while the producer is blocked reading it fails under gevent (both run in
+one thread, and the reader holds the response's buffer: "reentrant call"), and with threads it would wait
+for that read. So the relay first ends the read (interrupt_upstream shuts the socket down), lets the
+producer leave, and only then closes the response.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 from app.errors import ProviderError
 
 HEARTBEAT = object()  # yielded while the upstream is silent; the route writes an SSE comment
+PRODUCER_EXIT_WAIT = 5.0  # seconds the relay waits for an interrupted producer before closing anyway
 
 
 def relay(
@@ -27,9 +33,11 @@ def relay(
     idle_timeout: float,
     heartbeat_interval: float,
     close_upstream: Callable[[], None],
+    interrupt_upstream: Callable[[], bool],
 ) -> Iterator[Any]:
     items: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=256)
     stopped = threading.Event()
+    finished = threading.Event()
 
     def produce() -> None:
         try:
@@ -46,6 +54,10 @@ def relay(
         except BaseException as error:  # handed to the consumer, which raises it in the request
             if not stopped.is_set():
                 items.put(("error", error))
+        finally:
+            if stopped.is_set():
+                _close(source)  # left early: the upstream is let go from this side, never mid-read
+            finished.set()
 
     threading.Thread(target=produce, name=f"relay-{provider}", daemon=True).start()
     deadline = time.monotonic() + first_chunk_timeout
@@ -72,7 +84,15 @@ def relay(
                 raise value
     finally:
         stopped.set()
+        if not finished.is_set() and interrupt_upstream():
+            finished.wait(PRODUCER_EXIT_WAIT)
         close_upstream()
+
+
+def _close(source: Iterator[Any]) -> None:
+    close = getattr(source, "close", None)
+    if close is not None:
+        close()
 
 
 def _timeout(provider: str, first: bool, first_timeout: float, idle_timeout: float) -> ProviderError:

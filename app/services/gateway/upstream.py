@@ -15,8 +15,10 @@ that comes from a request goes through app/utils/egress_guard.py instead.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import select
+import socket
 import threading
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -147,6 +149,15 @@ def close(response: urllib3.BaseHTTPResponse) -> None:
     """Drop the connection: after a cut, a timeout or a departed client it cannot be reused safely."""
     response.close()
     response.release_conn()
+
+
+def interrupt(response: urllib3.BaseHTTPResponse) -> None:
+    """End a read that another greenlet or thread is blocked in on this response, by shutting its socket
+    down: the read returns at once, and the reader then closes the response itself."""
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 def recycle(response: urllib3.BaseHTTPResponse) -> None:
