@@ -4,44 +4,22 @@ answer with `Connection: close`. Runs gunicorn for real, as a separate process."
 
 from __future__ import annotations
 
-import os
-import secrets
 import signal
 import socket
 import time
 
 import pytest
 
-from scripts.cluster import free_port, migrate, start_instance, wait_healthy
+from tests.production_server import start_server
 
 HEALTH = b"GET /api/health HTTP/1.1\r\nHost: gateway\r\n\r\n"
 
 
-def _start(tmp_path, **settings: str):
-    port = free_port()
-    env = {
-        **os.environ,
-        "APP_ENV": "production",
-        "SECRET_KEY": secrets.token_hex(32),
-        "JWT_SECRET_KEY": secrets.token_hex(32),
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'worker.db'}",
-        "GUNICORN_WORKERS": "1",
-        "LOG_LEVEL": "WARNING",
-        **settings,
-    }
-    migrate(env)
-    process = start_instance(port, env, tmp_path / "server.log")
-    wait_healthy(f"http://127.0.0.1:{port}")
-    return process, port
-
-
 @pytest.fixture
 def instance(request, tmp_path):
-    process, port = _start(tmp_path, **request.param)
-    yield process, port
-    if process.poll() is None:
-        process.kill()
-        process.wait(10)
+    server = start_server(tmp_path, **request.param)
+    yield server.process, server.port
+    server.stop()
 
 
 def _response(sock: socket.socket) -> tuple[bytes, bytes]:

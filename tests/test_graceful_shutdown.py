@@ -3,8 +3,6 @@ written, and the process exits 0. Runs gunicorn for real, as a separate process.
 
 from __future__ import annotations
 
-import os
-import secrets
 import signal
 import threading
 import time
@@ -13,8 +11,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from scripts.cluster import free_port, migrate, start_instance, wait_healthy
 from tests.gateway.test_streaming import slow_stream
+from tests.production_server import start_server
 from tests.upstreams.server import Upstream, json_response
 
 
@@ -22,30 +20,17 @@ from tests.upstreams.server import Upstream, json_response
 def server(tmp_path):
     stream_upstream = Upstream(slow_stream(gap=0.4, words=6)).start()
     api_upstream = Upstream(lambda request: json_response({"ok": True})).start()
-    port = free_port()
-    database = tmp_path / "server.db"
-    env = {
-        **os.environ,
-        "APP_ENV": "production",
-        "SECRET_KEY": secrets.token_hex(32),
-        "JWT_SECRET_KEY": secrets.token_hex(32),
-        "DATABASE_URL": f"sqlite:///{database}",
-        "OPENAI_API_KEY": "k",
-        "OPENAI_BASE_URL": stream_upstream.url + "/v1",
-        "EXTERNAL_API_ALLOW_PRIVATE_NETWORKS": "127.0.0.1/32",
-        "GUNICORN_WORKERS": "1",
-        "DRAIN_DELAY": "1.5",
-        "GRACEFUL_TIMEOUT": "15",
-        "BATCH_FLUSH_INTERVAL": "3600",  # nothing is written before shutdown unless shutdown writes it
-        "LOG_LEVEL": "WARNING",
-    }
-    migrate(env)
-    process = start_instance(port, env, tmp_path / "server.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url)
-    yield process, url, database, api_upstream
-    if process.poll() is None:
-        process.kill()
+    server = start_server(
+        tmp_path,
+        OPENAI_API_KEY="k",
+        OPENAI_BASE_URL=stream_upstream.url + "/v1",
+        EXTERNAL_API_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32",
+        DRAIN_DELAY="1.5",
+        GRACEFUL_TIMEOUT="15",
+        BATCH_FLUSH_INTERVAL="3600",  # nothing is written before shutdown unless shutdown writes it
+    )
+    yield server.process, server.url, server.database, api_upstream
+    server.stop()
     stream_upstream.stop()
     api_upstream.stop()
 

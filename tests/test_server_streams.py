@@ -5,8 +5,6 @@ Runs gunicorn for real, as a separate process."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import socket
 import threading
 import time
@@ -16,8 +14,8 @@ import orjson
 import pytest
 from sqlalchemy import create_engine, text
 
-from scripts.cluster import free_port, migrate, start_instance, wait_healthy
 from tests.gateway.test_streaming import slow_stream
+from tests.production_server import start_server
 from tests.upstreams.server import Upstream
 
 
@@ -25,34 +23,21 @@ from tests.upstreams.server import Upstream
 def served(request, tmp_path):
     closed = threading.Event()
     upstream = Upstream(slow_stream(closed=closed, **request.param)).start()
-    port = free_port()
-    database = tmp_path / "streams.db"
-    env = {
-        **os.environ,
-        "APP_ENV": "production",
-        "SECRET_KEY": secrets.token_hex(32),
-        "JWT_SECRET_KEY": secrets.token_hex(32),
-        "DATABASE_URL": f"sqlite:///{database}",
-        "OPENAI_API_KEY": "k",
-        "OPENAI_BASE_URL": upstream.url + "/v1",
-        "GUNICORN_WORKERS": "1",
-        "LLM_STREAM_IDLE_TIMEOUT": "1",
-        "LLM_STREAM_HEARTBEAT": "5",
-        "BATCH_FLUSH_INTERVAL": "0.1",
-        "LOG_LEVEL": "WARNING",
-    }
-    migrate(env)
-    log = tmp_path / "server.log"
-    process = start_instance(port, env, log)
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url)
+    server = start_server(
+        tmp_path,
+        OPENAI_API_KEY="k",
+        OPENAI_BASE_URL=upstream.url + "/v1",
+        LLM_STREAM_IDLE_TIMEOUT="1",
+        LLM_STREAM_HEARTBEAT="5",
+        BATCH_FLUSH_INTERVAL="0.1",
+    )
+    url = server.url
     account = {"username": "streamer", "email": "streamer@example.com", "password": "Stream-Pass-123"}
     httpx.post(f"{url}/api/auth/register", json=account).raise_for_status()
     login = {"username": account["username"], "password": account["password"]}
     token = httpx.post(f"{url}/api/auth/login", json=login).json()["access_token"]
-    yield port, token, database, log, closed
-    process.kill()
-    process.wait(10)
+    yield server.port, token, server.database, server.log, closed
+    server.stop()
     upstream.stop()
 
 
@@ -93,7 +78,9 @@ def test_a_client_that_leaves_mid_stream_is_recorded_and_the_upstream_released(s
     assert "Traceback" not in log.read_text()
 
 
-@pytest.mark.parametrize("served", [{"gap": 2.0, "words": 30}], indirect=True)  # silent past the 1 s idle limit
+@pytest.mark.parametrize(
+    "served", [{"gap": 2.0, "words": 30}], indirect=True
+)  # silent past the 1 s idle limit
 def test_a_stalled_upstream_ends_the_stream_with_a_timeout_event(served):
     port, token, database, log, upstream_closed = served
     started = time.monotonic()
