@@ -104,3 +104,17 @@ def test_a_draining_worker_closes_kept_alive_connections_after_their_next_respon
         assert b"connection: close" in head.lower()  # a pooling proxy sends its next request elsewhere
         assert _closed_within(sock, 2.0)
     assert process.wait(15) == 0
+
+
+@pytest.mark.parametrize("instance", [{"GUNICORN_CMD_ARGS": "--access-logfile=-"}], indirect=True)
+def test_gunicorns_access_log_is_written_when_asked_for(instance, tmp_path):
+    # Off by default (the app writes its own JSON line); an operator can still ask for gunicorn's.
+    _, port = instance
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(HEALTH)
+        head, _ = _response(sock)
+        assert head.startswith(b"HTTP/1.1 200")
+    deadline = time.monotonic() + 5
+    while '"GET /api/health HTTP/1.1" 200' not in (tmp_path / "server.log").read_text():
+        assert time.monotonic() < deadline, "no access log line"
+        time.sleep(0.1)
