@@ -16,7 +16,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import UsageRecord
-from app.services.stream_consumer import FIELD, GROUP, StreamSettings
+from app.services.stream_consumer import FIELD, GROUP, StreamConsumer, StreamSettings
 from app.services.stream_rows import decode_row, encode_row, insert_once
 from app.services.stream_writer import StreamWriter
 from scripts.cluster import free_port
@@ -181,6 +181,24 @@ def test_a_row_the_database_refuses_is_dropped_and_the_others_are_written(stream
     assert [r.request_id for r in stored(app)] == ["req-1", "req-3"]
     assert writer.dropped == 1
     assert client.xlen(STREAM) == 0  # nothing left to block the stream
+
+
+@stream_only
+def test_a_refused_row_two_consumers_hold_is_counted_as_dropped_once(stream_app):
+    # A drain takes pending entries at once, so a consumer that read the same entry may write it too:
+    # the rows are inserted once (idempotency key), and the drop must be counted once as well.
+    app, user_id, client = stream_app
+    settings = StreamSettings(key=STREAM, maxlen=1000, claim_idle=60.0, interval=0.05)
+    reader = StreamConsumer(app, UsageRecord, client, settings, "reader-1")
+    drainer = StreamConsumer(app, UsageRecord, client, settings, "drainer-1")
+    reader._ensure_group()
+    rows = keyed([usage_row(user_id, 1), usage_row(user_id + 1000, 2)])  # no such user: refused
+    queue_as_another_process(client, rows, "reader-1")
+    held = client.xrange(STREAM)
+    drainer.drain()
+    assert reader._write(held)  # the reader gets to its batch after the drain wrote it
+    assert [r.request_id for r in stored(app)] == ["req-1"]
+    assert reader.dropped + drainer.dropped == 1
 
 
 @stream_only

@@ -204,29 +204,39 @@ class StreamConsumer:
             self._group_ready = False
 
     def _write(self, entries: Sequence[Entry]) -> bool:
-        """Insert the entries' rows, then acknowledge and delete them; False (and still pending) on failure."""
-        rows = []
-        for _entry_id, fields in entries:
+        """Insert the entries' rows, then acknowledge and delete them; False (and still pending) on failure.
+
+        Rows that cannot be written (unreadable, or refused by the database) are dropped. Two consumers
+        can hold the same entry (a drain claims pending ones at once), so a drop is counted by the one
+        whose XACK acknowledged it, once.
+        """
+        rows: list[tuple[Any, dict[str, Any]]] = []
+        dropped: list[Any] = []
+        for entry_id, fields in entries:
             raw = fields.get(FIELD) if fields else None
             if raw is None:
                 self._count_lost(1)  # trimmed while pending: XREADGROUP 0 returns it empty
                 continue
             try:
-                rows.append(decode_row(self.model, raw))
+                rows.append((entry_id, decode_row(self.model, raw)))
             except ValueError:
                 logger.error(
                     "dropping an unreadable entry on the %s stream: %r", self.settings.rows, raw[:200]
                 )
-                self.dropped += 1
+                dropped.append(entry_id)
         # One lock order for every writer of the same rows (a claim racing a slow consumer): no deadlock.
-        rows.sort(key=lambda row: row.get(IDEMPOTENCY_KEY) or "")
-        if rows and not self._insert(rows):
+        rows.sort(key=lambda item: item[1].get(IDEMPOTENCY_KEY) or "")
+        if rows and not self._insert(rows, dropped):
             return False
         ids = [entry_id for entry_id, _ in entries]
         pipe = self.client.pipeline(transaction=True)
+        if dropped:
+            pipe.xack(self.settings.key, GROUP, *dropped)  # answers how many were still pending
         pipe.xack(self.settings.key, GROUP, *ids)
         pipe.xdel(self.settings.key, *ids)
-        pipe.execute()  # if this fails the entries stay pending and are written again: a no-op
+        answers = pipe.execute()  # if this fails the entries stay pending and are written again: a no-op
+        if dropped:
+            self.dropped += answers[0]
         return True
 
     def _commit(self, rows: list[dict[str, Any]]) -> None:
@@ -234,27 +244,28 @@ class StreamConsumer:
             db.session.execute(insert_once(self.model), rows)
             db.session.commit()
 
-    def _insert(self, rows: list[dict[str, Any]]) -> bool:
+    def _insert(self, rows: list[tuple[Any, dict[str, Any]]], dropped: list[Any]) -> bool:
+        """Insert (entry id, row) pairs; the ids of rows the database refuses go to `dropped`."""
         try:
-            self._commit(rows)
+            self._commit([row for _, row in rows])
             return True
         except (IntegrityError, DataError):
             # The database refuses some row for itself (a value out of range, say): retrying would
             # block the stream for good, so write the others and drop that one.
-            return self._insert_one_by_one(rows)
+            return self._insert_one_by_one(rows, dropped)
         except Exception:
             logger.exception(
                 "writing %d %s rows failed; they stay on the stream", len(rows), self.settings.rows
             )
             return False
 
-    def _insert_one_by_one(self, rows: list[dict[str, Any]]) -> bool:
-        for row in rows:
+    def _insert_one_by_one(self, rows: list[tuple[Any, dict[str, Any]]], dropped: list[Any]) -> bool:
+        for entry_id, row in rows:
             try:
                 self._commit([row])
             except (IntegrityError, DataError):
                 logger.exception("dropping a %s row the database refuses: %r", self.settings.rows, row)
-                self.dropped += 1
+                dropped.append(entry_id)
             except Exception:
                 logger.exception("writing %s rows failed; they stay on the stream", self.settings.rows)
                 return False
