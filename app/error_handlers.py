@@ -162,9 +162,8 @@ def handle_store_unavailable(error: Exception) -> Response:
     store = "the database" if isinstance(error, sql_errors.SQLAlchemyError) else "Redis"
     cause = getattr(error, "orig", None) or error  # the driver's error: SQLAlchemy's text would add the SQL
     summary = (str(cause).strip().splitlines() or [""])[0]
-    logger.warning(
-        "%s unreachable: %s: %s", store, type(cause).__name__, summary
-    )  # instead of the generic line
+    # One line instead of handle_unexpected's traceback: the store's state is the news, not our stack.
+    logger.warning("%s unreachable: %s: %s", store, type(cause).__name__, summary)
     return render_api_error(ServiceUnavailable(f"The service cannot reach {store} right now; retry shortly."))
 
 

@@ -1,9 +1,10 @@
 """Run the benchmark suite: `make bench` (full) or `make bench-smoke` (a few seconds, CI).
 
 Installs what is missing (wrk and nginx from Debian, the gateway's runtime requirements into
-bench/.venv-gateway, LiteLLM into bench/.venv-litellm, Portkey into bench/node_modules, patched), starts the mock upstream and each target in turn on loopback ports,
-runs the scenarios of scenarios.py against each, stops everything (also on Ctrl-C or failure) and
-writes bench/results/latest.md (smoke: bench/results/smoke.md) and a .json beside it.
+bench/.venv-gateway, LiteLLM into bench/.venv-litellm, Portkey into bench/node_modules, patched),
+starts the mock upstream and each target in turn on loopback ports, runs the scenarios of scenarios.py
+against each, stops everything (also on Ctrl-C or failure) and writes bench/results/latest.md (smoke:
+bench/results/smoke.md) and a .json beside it.
 """
 
 from __future__ import annotations

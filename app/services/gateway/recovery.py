@@ -18,7 +18,7 @@ from typing import Any
 
 from app.errors import ProviderError
 from app.services.gateway.router import Attempt, RouteInfo, RoutePlan
-from app.services.gateway.streaming import HEARTBEAT
+from app.services.gateway.streaming import HEARTBEAT, close_source
 
 # Opens one attempt's stream: (attempt, chat) -> chunks and HEARTBEAT markers.
 OpenStream = Callable[[Attempt, dict[str, Any]], Iterator[Any]]
@@ -117,7 +117,7 @@ def _fresh(attempt: Attempt, chat: dict[str, Any], sent: _Sent, open_stream: Ope
                 sent.add(item)
             yield item
     finally:
-        _close(source)
+        close_source(source)
 
 
 def _continue(attempt: Attempt, chat: dict[str, Any], sent: _Sent, open_stream: OpenStream) -> Iterator[Any]:
@@ -164,7 +164,7 @@ def _continue(attempt: Attempt, chat: dict[str, Any], sent: _Sent, open_stream: 
         if not matched:
             raise _diverged(attempt)
     finally:
-        _close(source)
+        close_source(source)
 
 
 def _text_of(chunk: dict[str, Any]) -> str:
@@ -195,9 +195,3 @@ def _diverged(attempt: Attempt) -> ProviderError:
         kind="invalid_request",
         provider=attempt.target.provider,
     )
-
-
-def _close(source: Iterator[Any]) -> None:
-    close = getattr(source, "close", None)
-    if close is not None:
-        close()

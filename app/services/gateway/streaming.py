@@ -56,7 +56,7 @@ def relay(
                 items.put(("error", error))
         finally:
             if stopped.is_set():
-                _close(source)  # left early: the upstream is let go from this side, never mid-read
+                close_source(source)  # left early: the upstream is let go from this side, never mid-read
             finished.set()
 
     threading.Thread(target=produce, name=f"relay-{provider}", daemon=True).start()
@@ -89,7 +89,8 @@ def relay(
         close_upstream()
 
 
-def _close(source: Iterator[Any]) -> None:
+def close_source(source: Iterator[Any]) -> None:
+    """Close a generator (or anything with close()) now, rather than when it is collected."""
     close = getattr(source, "close", None)
     if close is not None:
         close()
