@@ -15,7 +15,7 @@ load_dotenv()
 bind = f"{os.environ.get('HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '5000'}"  # noqa: S104  (a server behind a proxy)
 # Empty values (as .env.example leaves them) mean the default.
 workers = int(os.environ.get("GUNICORN_WORKERS") or multiprocessing.cpu_count())
-# gevent_worker.py: gunicorn's gevent worker on gevent's HTTP server, with gunicorn's keep-alive limit.
+# gevent_worker/: gunicorn's gevent worker on gevent's HTTP server, with gunicorn's keep-alive limit.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent_worker.Worker"
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or "1000")
 # Only for GUNICORN_WORKER_CLASS=gthread (measured against gevent in bench/: see bench/README.md).
@@ -31,6 +31,10 @@ graceful_timeout = int(
 # or a request sent as the worker closes an idle connection ends in a 502.
 keepalive = int(os.environ.get("GUNICORN_KEEPALIVE") or "5")
 preload_app = False
+# gunicorn's control socket (`gunicornc`, since 25.1) runs an asyncio thread in the master and listens at one
+# path per user, $HOME/.gunicorn/gunicorn.ctl, which two instances on one host would share. Signals manage
+# the server instead (README, "Running in production").
+control_socket_disable = True
 accesslog = None  # the app writes its own JSON access log line per request
 errorlog = "-"
 loglevel = (os.environ.get("LOG_LEVEL") or "info").lower()

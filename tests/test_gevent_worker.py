@@ -1,4 +1,4 @@
-"""The production worker (gevent_worker.py) keeps gunicorn's connection rules on gevent's HTTP server:
+"""The production worker (gevent_worker/) keeps gunicorn's connection rules on gevent's HTTP server:
 idle and slow connections are closed after `keepalive` seconds, and `keepalive = 0` and a draining worker
 answer with `Connection: close`. Runs gunicorn for real, as a separate process."""
 
@@ -7,6 +7,7 @@ from __future__ import annotations
 import signal
 import socket
 import time
+from pathlib import Path
 
 import pytest
 
@@ -17,7 +18,8 @@ HEALTH = b"GET /api/health HTTP/1.1\r\nHost: gateway\r\n\r\n"
 
 @pytest.fixture
 def instance(request, tmp_path):
-    server = start_server(tmp_path, **request.param)
+    # gunicorn's control socket, were it on, would go under $HOME: a fresh one per test.
+    server = start_server(tmp_path, HOME=str(tmp_path / "home"), **request.param)
     yield server.process, server.port
     server.stop()
 
@@ -118,3 +120,20 @@ def test_gunicorns_access_log_is_written_when_asked_for(instance, tmp_path):
     while '"GET /api/health HTTP/1.1" 200' not in (tmp_path / "server.log").read_text():
         assert time.monotonic() < deadline, "no access log line"
         time.sleep(0.1)
+
+
+def _mapped_files(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.parametrize("instance", [{}], indirect=True)
+def test_the_master_holds_neither_gevent_nor_a_control_socket(instance, tmp_path):
+    # The sum of an instance's processes is its memory: gevent lives in the worker only, and gunicorn's
+    # control socket (an asyncio thread in the master, one path per user) is off.
+    process, _ = instance
+    workers = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    assert len(workers) == 1
+    assert "gevent" in _mapped_files(int(workers[0]))
+    assert "gevent" not in _mapped_files(process.pid)
+    assert Path(f"/proc/{process.pid}/status").read_text().count("Threads:\t1\n") == 1
+    assert not (tmp_path / "home" / ".gunicorn").exists()

@@ -1,4 +1,4 @@
-"""The production worker: gunicorn's gevent worker serving HTTP with gevent's own server (pywsgi).
+"""The serving worker: gunicorn's gevent worker serving HTTP with gevent's own server (pywsgi).
 
 Chosen by measurement (bench/README.md): a proxied call costs less CPU than under gunicorn's default
 gevent worker, whose HTTP/1 path does more in Python per request (HTTP/2 negotiation checks, its parser).
@@ -12,7 +12,7 @@ What gunicorn's worker does and pywsgi does not, added here:
   proxy that pools connections (nginx) sends its next request to another instance instead of racing the
   close.
 
-Its own module, outside app/: gunicorn's master loads the worker class, and must not import the app.
+Loaded in the worker process only (gevent_worker/__init__.py).
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ class KeepAliveHandler(PyWSGIHandler):
         return super().start_response(status, headers, exc_info)
 
 
-class Worker(GeventPyWSGIWorker):
+class ServingWorker(GeventPyWSGIWorker):
     def init_process(self) -> None:
         settings = {"keepalive": self.cfg.keepalive, "worker": self}
         self.wsgi_handler = type("KeepAliveHandler", (KeepAliveHandler,), settings)
