@@ -37,6 +37,9 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # The lines carry no thread name. Looking it up gives every greenlet that logs (each request, for its
+    # access line) a dummy Thread object under gevent: ~9 us of CPU and a few KB held per request in flight.
+    logging.logThreads = False
     # werkzeug's access log duplicates ours and is not JSON.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     # httpx logs every request URL at INFO; a URL can carry a query secret, so only warnings get through.

@@ -27,6 +27,14 @@ def test_access_log_is_json_with_the_request_id(client, caplog):
     assert line["status"] == 200 and line["path"] == "/api/health"
 
 
+def test_log_records_do_not_look_up_the_thread(client, caplog):
+    # Under gevent, each request greenlet that asked would get a dummy Thread object made for it.
+    with caplog.at_level(logging.INFO, logger="app.access"):
+        client.get("/api/health")
+    record = next(r for r in caplog.records if r.name == "app.access")
+    assert record.thread is None and record.threadName is None
+
+
 def test_cors_headers(client):
     response = client.options(
         "/api/auth/login",
