@@ -138,3 +138,35 @@ def test_redis_client_is_loaded_only_where_redis_is_configured(tmp_path, redis_u
         assert "redis" in loaded  # the probe sees what it looks for
     else:
         assert loaded == set()
+
+
+_LOADED_CLIENT = """
+import sys
+from app import create_app
+from app.errors import DestinationNotAllowed
+app = create_app()
+print("httpx" in sys.modules)
+try:
+    app.extensions["external"].call("GET", "http://127.0.0.1/")
+except DestinationNotAllowed:
+    print("refused")
+print("httpx" in sys.modules)
+"""
+
+
+def test_the_external_proxys_http_client_is_loaded_by_its_first_call(tmp_path):
+    # httpx and the transport under it (~2.5 MB a worker) are not held by a worker that never proxies a call.
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": STRONG,
+        "JWT_SECRET_KEY": STRONG + "j",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "REDIS_URL": "",
+        "RATE_LIMIT_STORAGE_URL": "memory://",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", _LOADED_CLIENT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "refused", "True"]

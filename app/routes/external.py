@@ -12,7 +12,6 @@ from app.routes.docs import BEARER
 from app.schemas.common import ErrorResponse
 from app.schemas.external import ExternalGetRequest, ExternalRequest
 from app.services import external_proxy
-from app.services.external_api_service import call_external
 
 bp = APIBlueprint("external", __name__, url_prefix="/api/external", abp_tags=[Tag(name="external")])
 
@@ -33,9 +32,7 @@ class HistoryQuery(BaseModel):
 def _call(method: str, body: ExternalRequest) -> dict:
     proxy: external_proxy.ExternalProxy = current_app.extensions["external"]
     identity = current_identity()
-    result = call_external(
-        proxy.client,
-        proxy.settings,
+    result = proxy.call(
         method,
         body.url,
         headers=body.headers,

@@ -31,10 +31,9 @@ Decisions worth knowing:
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -49,7 +48,7 @@ from app.errors import (
     UpstreamUnreachable,
     ValidationFailed,
 )
-from app.utils.egress_guard import EgressPolicy
+from app.services.external_settings import ExternalApiSettings, ExternalCallAudit
 from app.utils.http_client import build_http_client
 from app.utils.http_headers import header_problem, inbound_headers, outbound_headers
 from app.utils.retry_policy import backoff_delay, parse_retry_after
@@ -61,39 +60,6 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 _CROSS_ORIGIN_DROPPED = ("authorization", "cookie", "proxy-authorization")
 
 Sleep = Callable[[float], None]
-
-
-@dataclass(frozen=True)
-class ExternalApiSettings:
-    """Everything call_external needs from configuration; built once by the app from its config."""
-
-    timeout: float = 30.0
-    max_retries: int = 2
-    backoff_base: float = 0.5
-    backoff_cap: float = 8.0
-    max_response_bytes: int = 10 * 1024 * 1024
-    max_redirects: int = 5
-    # Optional cap on how long one attempt may wait for the response headers, so a stalled GET is retried
-    # within the deadline; None lets one attempt use all the time left.
-    attempt_timeout: float | None = None
-    policy: EgressPolicy = field(default_factory=EgressPolicy)
-    user_agent: str = "multi-llm-api/0.1"
-    verify: bool | str | ssl.SSLContext = True
-
-
-@dataclass(frozen=True)
-class ExternalCallAudit:
-    """What the audit row records about one call, successful or not."""
-
-    method: str
-    scheme: str
-    host: str
-    path: str
-    outcome: str
-    status_code: int | None
-    attempts: int
-    elapsed_ms: int
-    bytes_received: int
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""The external proxy as the app holds it: settings from config, one guarded client per process, audit rows."""
+"""The external proxy as the app holds it: settings from config, one guarded client per process, audit rows.
+
+The HTTP client stack (app/services/external_api_service.py: httpx, httpcore, h11, anyio, ~2.5 MB per
+worker) is imported at the first external call, not at start-up: a worker that only serves LLM calls
+never holds it."""
 
 from __future__ import annotations
 
@@ -6,17 +10,17 @@ import os
 import threading
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from app.config import Config, ConfigError
 from app.extensions import db
 from app.models import ExternalCall
 from app.models.user import utcnow
-from app.services.external_api_service import ExternalApiSettings, ExternalCallAudit, build_client
+from app.services.external_settings import ExternalApiSettings, ExternalCallAudit
 from app.utils.egress_guard import EgressPolicy
 from app.version import __version__
 
 if TYPE_CHECKING:
+    import httpx
+
     from app.services.batch_writer import BatchWriter
     from app.services.stream_writer import StreamWriter
 
@@ -80,9 +84,17 @@ class ExternalProxy:
         if self._client is None or self._pid != os.getpid():
             with self._lock:
                 if self._client is None or self._pid != os.getpid():
+                    from app.services.external_api_service import build_client
+
                     self._client = build_client(self.settings)
                     self._pid = os.getpid()
         return self._client
+
+    def call(self, method: str, url: str, **options: Any) -> Any:
+        """`call_external` with this process's client and the settings (its options and errors)."""
+        from app.services.external_api_service import call_external
+
+        return call_external(self.client, self.settings, method, url, **options)
 
 
 def record_call(writer: RowWriter, user_id: int, api_key_id: int | None, audit: ExternalCallAudit) -> None:

@@ -18,11 +18,13 @@ import re
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from app.errors import BadRequest, DestinationNotAllowed
+
+if TYPE_CHECKING:
+    import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -204,6 +206,8 @@ class EgressPolicy:
         if port is not None:
             netloc = f"{netloc}:{port}"
         rebuilt = urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+        import httpx  # loaded with the external proxy's client, not at start-up (external_proxy.py)
+
         try:
             result = httpx.URL(rebuilt)
         except httpx.InvalidURL:
