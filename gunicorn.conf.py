@@ -5,7 +5,6 @@ hundreds of waiting requests. The worker monkey-patches the standard library bef
 app (no preload_app), so httpx, redis-py and psycopg (which checks for gevent at import) all yield.
 """
 
-import multiprocessing
 import os
 
 from dotenv import load_dotenv
@@ -14,7 +13,7 @@ load_dotenv()
 
 bind = f"{os.environ.get('HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '5000'}"  # noqa: S104  (a server behind a proxy)
 # Empty values (as .env.example leaves them) mean the default.
-workers = int(os.environ.get("GUNICORN_WORKERS") or multiprocessing.cpu_count())
+workers = int(os.environ.get("GUNICORN_WORKERS") or os.cpu_count() or 1)
 # gevent_worker/: gunicorn's gevent worker on gevent's HTTP server, with gunicorn's keep-alive limit.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent_worker.Worker"
 worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or "1000")
