@@ -4,7 +4,7 @@ Chosen by measurement (bench/README.md): a proxied call costs less CPU than unde
 gevent worker, whose HTTP/1 path does more in Python per request (HTTP/2 negotiation checks, its parser).
 gunicorn still runs the process: workers, signals, graceful shutdown, the hooks of gunicorn.conf.py.
 
-What gunicorn's worker does and pywsgi does not, added here:
+What gunicorn's worker does and pywsgi does not, added here (and a 1 KB read buffer per connection):
 - a kept-alive connection that sends no request for `keepalive` seconds is closed (pywsgi would wait for
   ever: idle connections would hold connection slots and hold up a graceful shutdown), and so is one
   whose headers take longer than that;
@@ -22,6 +22,11 @@ from typing import Any
 import gevent
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
+# The read buffer of a client connection, held for the connection's life (idle, or waiting on a provider):
+# pywsgi's 8 KB is 2 MB per 256 connections. The request line and headers pass through it; the body is
+# read past it.
+REQUEST_BUFFER = 1024
+
 
 class _HeadersTooSlow(ValueError):
     """pywsgi answers a ValueError from read_request with 400 and closes the connection."""
@@ -30,6 +35,11 @@ class _HeadersTooSlow(ValueError):
 class KeepAliveHandler(PyWSGIHandler):
     keepalive: float = 5.0  # both set per worker, from gunicorn's settings
     worker: Any = None
+
+    def __init__(self, sock: Any, address: Any, server: Any, rfile: Any = None) -> None:
+        if rfile is None:
+            rfile = sock.makefile("rb", REQUEST_BUFFER)  # gevent is pinned: its handler still takes rfile
+        super().__init__(sock, address, server, rfile)
 
     def read_requestline(self) -> str:
         with gevent.Timeout(self.keepalive or None, False):

@@ -137,3 +137,23 @@ def test_the_master_holds_neither_gevent_nor_a_control_socket(instance, tmp_path
     assert "gevent" not in _mapped_files(process.pid)
     assert Path(f"/proc/{process.pid}/status").read_text().count("Threads:\t1\n") == 1
     assert not (tmp_path / "home" / ".gunicorn").exists()
+
+
+@pytest.mark.parametrize("instance", [{}], indirect=True)
+def test_headers_and_a_body_larger_than_the_read_buffer_are_read_whole(instance):
+    # A connection reads through a 1 KB buffer (REQUEST_BUFFER); 4 KB of headers and a 51 KB body pass it.
+    _, port = instance
+    body = b'{"username": "nobody",' + b" " * 50_000 + b'"password": "' + b"p" * 1000 + b'"}'
+    request = (
+        b"POST /api/auth/login HTTP/1.1\r\nHost: gateway\r\nContent-Type: application/json\r\n"
+        + b"".join(b"X-Pad-%d: %s\r\n" % (index, b"v" * 200) for index in range(20))
+        + b"Content-Length: %d\r\n\r\n" % len(body)
+        + body
+    )
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(request)
+        head, answer = _response(sock)
+        assert head.startswith(b"HTTP/1.1 401"), answer  # parsed whole: wrong credentials, not bad JSON
+        sock.sendall(HEALTH)  # and the connection is still in step for its next request
+        head, _ = _response(sock)
+        assert head.startswith(b"HTTP/1.1 200")

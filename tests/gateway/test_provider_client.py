@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 
 from app.services.gateway import upstream
 from app.services.gateway.upstream import ProviderClient, _open_now
@@ -44,3 +45,43 @@ def test_a_connection_is_reused_only_while_nothing_waits_on_it():
         assert not _open_now(ours)
     finally:
         ours.close()
+
+
+def test_headers_and_a_stream_larger_than_the_read_buffer_arrive_whole():
+    # A response reads through a 2 KB buffer (RESPONSE_BUFFER): 6 KB of headers, then 64 KB of events in
+    # chunks of every size, must come through intact, and the connection must go back to the pool.
+    big = "h" * 3000
+    lines = [f"data: {index:05d} " + "y" * (index % 500) for index in range(250)]
+    stream = ("\n".join(lines) + "\n").encode()
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            for _ in range(2):  # two calls on one kept-alive connection
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                head = f"HTTP/1.1 200 OK\r\nX-Big: {big}\r\nX-Big-Too: {big}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                conn.sendall(head.encode())
+                offset, size = 0, 1
+                while offset < len(stream):
+                    piece = stream[offset : offset + size]
+                    conn.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    offset, size = offset + len(piece), size * 3 % 7919 + 1
+                conn.sendall(b"0\r\n\r\n")
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    client = ProviderClient(connect_timeout=1.0)
+    pool, path = client.route(f"http://127.0.0.1:{port}/v1/chat/completions")
+    try:
+        for _ in range(2):
+            response = pool.urlopen("GET", path, preload_content=False, retries=False)
+            assert response.headers["X-Big"] == big and response.headers["X-Big-Too"] == big
+            assert list(upstream.iter_lines(response, "test")) == lines
+        assert pool.num_connections == 1  # the second call reused the first one's connection
+    finally:
+        server.join(5)
+        listener.close()

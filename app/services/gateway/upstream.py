@@ -36,6 +36,11 @@ from app.providers.base import HttpRequest, ProviderAdapter
 
 MAX_ERROR_BODY = 64 * 1024  # an error page is read only this far before it is classified
 READ_SIZE = 64 * 1024
+# The response's read buffer, held from the moment a request is sent until its answer is read, so by
+# every call waiting on a slow provider (256 of them held 2 MB at http.client's 8 KB). The status line,
+# headers and stream events pass through it; larger body reads bypass it. Smaller still costs reads: a
+# 50-event stream arriving all at once took 1.5 % more instructions at 2 KB, 3.1 % more at 1 KB.
+RESPONSE_BUFFER = 2048
 
 
 _os_poll = monkey.get_original("select", "poll")  # the real one, also after gevent patched select
@@ -50,8 +55,24 @@ def _open_now(sock: object) -> bool:
     return not poller.poll(0)
 
 
+class _BufferedSocket:
+    """What http.client's response is given in place of the socket: it only calls makefile("rb")."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def makefile(self, mode: str) -> object:
+        return self._sock.makefile(mode, RESPONSE_BUFFER)
+
+
+class _Response(http.client.HTTPResponse):
+    def __init__(self, sock: socket.socket, *args: object, **kwargs: object) -> None:
+        super().__init__(_BufferedSocket(sock), *args, **kwargs)
+
+
 class _ReuseCheck:
     sock: object
+    response_class = _Response
 
     @property
     def is_connected(self) -> bool:  # urllib3 asks before reusing a pooled connection
