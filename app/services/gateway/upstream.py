@@ -66,6 +66,8 @@ class _BufferedSocket:
 
 
 class _Response(http.client.HTTPResponse):
+    """http.client's response, reading through a RESPONSE_BUFFER-sized buffer."""
+
     def __init__(self, sock: socket.socket, *args: object, **kwargs: object) -> None:
         super().__init__(_BufferedSocket(sock), *args, **kwargs)
 
