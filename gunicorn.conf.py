@@ -32,7 +32,7 @@ keepalive = int(os.environ.get("GUNICORN_KEEPALIVE") or "5")
 preload_app = False
 # gunicorn's control socket (`gunicornc`, since 25.1) runs an asyncio thread in the master and listens at one
 # path per user, $HOME/.gunicorn/gunicorn.ctl, which two instances on one host would share. Signals manage
-# the server instead (README, "Running in production").
+# the server instead (README, "Production").
 control_socket_disable = True
 accesslog = None  # the app writes its own JSON access log line per request
 errorlog = "-"
