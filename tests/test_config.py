@@ -116,10 +116,8 @@ print(",".join(m for m in ("redis", "sqlalchemy.dialects.postgresql") if m in sy
 """
 
 
-@pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:6379/15"])
-def test_redis_client_is_loaded_only_where_redis_is_configured(tmp_path, redis_url):
-    # On a single machine, redis-py (and what it imports) would cost a worker ~6 MB, the PostgreSQL
-    # dialect of the Redis stream's inserts ~2 MB more.
+def _run_in_fresh_app(script: str, tmp_path: Path, redis_url: str = "") -> str:
+    """Run `script` in a new interpreter with production settings on SQLite; its standard output."""
     env = {
         **os.environ,
         "APP_ENV": "production",
@@ -130,10 +128,18 @@ def test_redis_client_is_loaded_only_where_redis_is_configured(tmp_path, redis_u
         "RATE_LIMIT_STORAGE_URL": "memory://",
     }
     result = subprocess.run(
-        [sys.executable, "-c", _LOADED_STORES], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    loaded = set(filter(None, result.stdout.strip().split(",")))
+    return result.stdout
+
+
+@pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:6379/15"])
+def test_redis_client_is_loaded_only_where_redis_is_configured(tmp_path, redis_url):
+    # On a single machine, redis-py (and what it imports) would cost a worker ~6 MB, the PostgreSQL
+    # dialect of the Redis stream's inserts ~2 MB more.
+    output = _run_in_fresh_app(_LOADED_STORES, tmp_path, redis_url)
+    loaded = set(filter(None, output.strip().split(",")))
     if redis_url:
         assert "redis" in loaded  # the probe sees what it looks for
     else:
@@ -156,17 +162,4 @@ print("httpx" in sys.modules)
 
 def test_the_external_proxys_http_client_is_loaded_by_its_first_call(tmp_path):
     # httpx and the transport under it (~2.5 MB a worker) are not held by a worker that never proxies a call.
-    env = {
-        **os.environ,
-        "APP_ENV": "production",
-        "SECRET_KEY": STRONG,
-        "JWT_SECRET_KEY": STRONG + "j",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
-        "REDIS_URL": "",
-        "RATE_LIMIT_STORAGE_URL": "memory://",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", _LOADED_CLIENT], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "refused", "True"]
+    assert _run_in_fresh_app(_LOADED_CLIENT, tmp_path).split() == ["False", "refused", "True"]
