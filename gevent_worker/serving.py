@@ -17,9 +17,11 @@ Loaded in the worker process only (gevent_worker/__init__.py).
 
 from __future__ import annotations
 
+import http.client
 from typing import Any
 
 import gevent
+from gevent.pywsgi import OldMessage
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 
 # The read buffer of a client connection, held for the connection's life (idle, or waiting on a provider):
@@ -40,6 +42,18 @@ class KeepAliveHandler(PyWSGIHandler):
         if rfile is None:
             rfile = sock.makefile("rb", REQUEST_BUFFER)  # gevent is pinned: its handler still takes rfile
         super().__init__(sock, address, server, rfile)
+
+    def MessageClass(self, fp: Any, *_: Any) -> OldMessage:  # pywsgi's name
+        """The request's headers, as pywsgi's own factory reads them, without the email package's parser."""
+        # Imported here: the app package must load after gevent has patched the standard library.
+        from app.utils.header_block import parse_headers
+
+        try:
+            return parse_headers(fp, OldMessage)
+        except http.client.LineTooLong:
+            message = OldMessage()
+            message.status = "Line too long"  # pywsgi answers 400
+            return message
 
     def read_requestline(self) -> str:
         with gevent.Timeout(self.keepalive or None, False):

@@ -42,6 +42,12 @@ def _response(sock: socket.socket) -> tuple[bytes, bytes]:
     return head, body
 
 
+def _header(head: bytes, name: bytes) -> bytes:
+    return next(
+        line.split(b":", 1)[1].strip() for line in head.split(b"\r\n") if line.lower().startswith(name + b":")
+    )
+
+
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
     sock.settimeout(seconds)
     try:
@@ -157,3 +163,24 @@ def test_headers_and_a_body_larger_than_the_read_buffer_are_read_whole(instance)
         sock.sendall(HEALTH)  # and the connection is still in step for its next request
         head, _ = _response(sock)
         assert head.startswith(b"HTTP/1.1 200")
+
+
+@pytest.mark.parametrize("instance", [{}], indirect=True)
+def test_request_headers_reach_the_app_as_sent_and_an_overlong_one_is_refused(instance):
+    # Request headers are parsed by app/utils/header_block.py (not the email package) in this worker.
+    _, port = instance
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: gateway\r\nX-Request-ID: \t trace-abc\r\n\r\n")
+        head, _ = _response(sock)
+        assert head.startswith(b"HTTP/1.1 200") and _header(head, b"x-request-id") == b"trace-abc"
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: gateway\r\nX-Request-ID: trace-\r\n folded\r\n\r\n")
+        head, _ = _response(sock)  # a folded line goes through the email parser, as before: one value
+        echoed = _header(head, b"x-request-id")
+        assert head.startswith(b"HTTP/1.1 200") and echoed != b"trace-" and len(echoed) == 32  # replaced
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(b"GET /api/health HTTP/1.1\r\nHost: gateway\r\nX-Long: " + b"v" * 70_000 + b"\r\n\r\n")
+        sock.settimeout(5.0)
+        answer = b""
+        while part := sock.recv(65536):
+            answer += part
+        assert answer.startswith(b"HTTP/1.1 400")
