@@ -44,13 +44,23 @@ def test_cors_headers(client):
     assert "POST" in response.headers["Access-Control-Allow-Methods"]
 
 
-def test_cors_headers_answer_browsers_only(client):
+def test_cors_headers_answer_browsers_only(client, monkeypatch):
     # A browser sends Origin with every cross-origin request; it is told which headers it may read.
     browser = client.get("/api/health", headers={"Origin": "https://app.example"})
     assert browser.headers["Access-Control-Allow-Origin"] in {"*", "https://app.example"}
     assert "x-multillm-provider" in browser.headers["Access-Control-Expose-Headers"]
-    # A program sends none and gets none: working them out is a measurable share of a proxied call.
+    refused = client.get("/api/profile", headers={"Origin": "https://app.example"})  # and on errors
+    assert refused.status_code == 401 and refused.headers["Access-Control-Allow-Origin"]
+    # A program sends none and gets none, without flask-cors matching the path against its resources:
+    # that was a measurable share of a proxied call.
+    import flask_cors.extension
+
+    def no_matching(*args):
+        raise AssertionError("flask-cors matched a request without an Origin")
+
+    monkeypatch.setattr(flask_cors.extension, "try_match_pattern", no_matching)
     program = client.get("/api/health")
+    assert program.status_code == 200
     assert not [name for name, _ in program.headers if name.startswith("Access-Control-")]
 
 
