@@ -66,7 +66,8 @@ def normalize_completion(body: Any, model: str, provider: str) -> dict[str, Any]
             f"{provider} returned a response without choices", kind="server", provider=provider
         )
     completion = dict(body)
-    completion.setdefault("id", f"chatcmpl-{uuid.uuid4().hex}")
+    if "id" not in completion:  # (setdefault would make an id for every call)
+        completion["id"] = f"chatcmpl-{uuid.uuid4().hex}"
     completion["object"] = "chat.completion"
     completion.setdefault("created", int(time.time()))
     if not completion.get("model"):
