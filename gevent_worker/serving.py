@@ -4,7 +4,8 @@ Chosen by measurement (bench/README.md): a proxied call costs less CPU than unde
 gevent worker, whose HTTP/1 path does more in Python per request (HTTP/2 negotiation checks, its parser).
 gunicorn still runs the process: workers, signals, graceful shutdown, the hooks of gunicorn.conf.py.
 
-What gunicorn's worker does and pywsgi does not, added here (and a 1 KB read buffer per connection):
+What gunicorn's worker does and pywsgi does not, added here (and a 1 KB read buffer per connection,
+request headers read by app/utils/header_block.py, a response's head and first part in one write):
 - a kept-alive connection that sends no request for `keepalive` seconds is closed (pywsgi would wait for
   ever: idle connections would hold connection slots and hold up a graceful shutdown), and so is one
   whose headers take longer than that;
@@ -28,6 +29,9 @@ from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
 # pywsgi's 8 KB is 2 MB per 256 connections. The request line and headers pass through it; the body is
 # read past it.
 REQUEST_BUFFER = 1024
+# pywsgi writes a response's head and then its first part (the body, a stream's first chunk) separately; a
+# first part up to this size goes out with the head: one system call and one segment for the client.
+ONE_WRITE_BODY = 64 * 1024
 
 
 class _HeadersTooSlow(ValueError):
@@ -63,6 +67,25 @@ class KeepAliveHandler(PyWSGIHandler):
     def read_request(self, raw_requestline: str) -> bool:
         with gevent.Timeout(self.keepalive or None, _HeadersTooSlow("the request headers came too slowly")):
             return super().read_request(raw_requestline)
+
+    _hold_head = False
+    _held_head: bytes | None = None
+
+    def _write_with_headers(self, data: bytes) -> None:
+        self._hold_head = bool(data) and len(data) <= ONE_WRITE_BODY
+        try:
+            super()._write_with_headers(data)  # sends the head, then the data
+        finally:
+            self._hold_head, self._held_head = False, None
+
+    def _sendall(self, data: bytes) -> None:
+        if self._hold_head:
+            if self._held_head is None:
+                self._held_head = data  # the head; the first part is the next write
+                return
+            data = self._held_head + data
+            self._hold_head, self._held_head = False, None
+        super()._sendall(data)
 
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         closing = self.keepalive <= 0 or (self.worker is not None and not self.worker.alive)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import struct
 import time
 from pathlib import Path
 
@@ -184,3 +185,21 @@ def test_request_headers_reach_the_app_as_sent_and_an_overlong_one_is_refused(in
         while part := sock.recv(65536):
             answer += part
         assert answer.startswith(b"HTTP/1.1 400")
+
+
+def _data_segments_received(sock: socket.socket) -> int:
+    # Linux's struct tcp_info: tcpi_data_segs_in, the segments that carried data, is at byte 152.
+    return struct.unpack_from("I", sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256), 152)[0]
+
+
+@pytest.mark.parametrize("instance", [{}], indirect=True)
+def test_a_response_head_and_its_body_arrive_in_one_segment(instance):
+    _, port = instance
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(HEALTH)
+        _response(sock)  # the first request of a connection: nothing more to learn from it
+        before = _data_segments_received(sock)
+        sock.sendall(HEALTH)
+        head, body = _response(sock)
+        assert head.startswith(b"HTTP/1.1 200") and body
+        assert _data_segments_received(sock) - before == 1  # pywsgi alone writes the head, then the body

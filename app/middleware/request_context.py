@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 
 from flask import Response, g, request
 from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
@@ -22,7 +22,7 @@ def start_request() -> None:
     g.started = time.perf_counter()
     incoming = request.headers.get("X-Request-ID", "")
     # A caller's id is kept only if it is harmless in logs and headers.
-    g.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    g.request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else os.urandom(16).hex()  # uuid4: 5x the CPU
 
 
 def has_body() -> bool:
