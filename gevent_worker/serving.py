@@ -87,6 +87,14 @@ class KeepAliveHandler(PyWSGIHandler):
             self._hold_head, self._held_head = False, None
         super()._sendall(data)
 
+    def log_request(self) -> None:
+        # gunicorn's handler builds an access record for every response (timestamps, a response object,
+        # the request's headers) and its logger drops it unless an access log is configured: 2.6 % of a
+        # proxied call's CPU. The logger says whether it would write one (gunicorn 27's
+        # access_log_enabled, there for handlers to ask first).
+        if getattr(self.server.log, "access_log_enabled", True):
+            super().log_request()
+
     def start_response(self, status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
         closing = self.keepalive <= 0 or (self.worker is not None and not self.worker.alive)
         if closing and not any(name.lower() == "connection" for name, _ in headers):

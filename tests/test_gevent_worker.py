@@ -203,3 +203,21 @@ def test_a_response_head_and_its_body_arrive_in_one_segment(instance):
         head, body = _response(sock)
         assert head.startswith(b"HTTP/1.1 200") and body
         assert _data_segments_received(sock) - before == 1  # pywsgi alone writes the head, then the body
+
+
+def test_no_access_record_is_built_when_gunicorn_has_no_access_log():
+    # With an access log configured, gunicorn's record is written (test above); without one, it is not
+    # even built: building it was 2.6 % of a proxied call's CPU.
+    from types import SimpleNamespace
+
+    from gevent_worker.serving import KeepAliveHandler
+
+    def record(*args):
+        raise AssertionError("an access record was built")
+
+    handler = KeepAliveHandler.__new__(KeepAliveHandler)  # no connection needed to log
+    handler.server = SimpleNamespace(log=SimpleNamespace(access_log_enabled=False, access=record))
+    handler.log_request()
+    handler.server.log.access_log_enabled = True
+    with pytest.raises(AssertionError, match="record was built"):
+        handler.log_request()
