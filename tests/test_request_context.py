@@ -21,16 +21,20 @@ def test_access_log_is_json_with_the_request_id(client, caplog):
     from app.logging_setup import JsonFormatter
 
     with caplog.at_level(logging.INFO, logger="app.access"):
-        client.get("/api/health", headers={"X-Request-ID": "trace-me"})
+        response = client.get("/api/health", headers={"X-Request-ID": "trace-me"})
+        # The line is written once the response has been sent: the server closes it then.
+        assert not [r for r in caplog.records if r.name == "app.access"]
+        response.close()
     record = next(r for r in caplog.records if r.name == "app.access")
-    line = json.loads(JsonFormatter().format(record))
-    assert line["status"] == 200 and line["path"] == "/api/health"
+    line = json.loads(JsonFormatter().format(record))  # outside the request, as when it is written
+    assert line["status"] == 200 and line["path"] == "/api/health" and line["request_id"] == "trace-me"
+    assert line["duration_ms"] >= 0
 
 
 def test_log_records_do_not_look_up_the_thread(client, caplog):
     # Under gevent, each request greenlet that asked would get a dummy Thread object made for it.
     with caplog.at_level(logging.INFO, logger="app.access"):
-        client.get("/api/health")
+        client.get("/api/health").close()
     record = next(r for r in caplog.records if r.name == "app.access")
     assert record.thread is None and record.threadName is None
 

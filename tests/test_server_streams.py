@@ -30,6 +30,7 @@ def served(request, tmp_path):
         LLM_STREAM_IDLE_TIMEOUT="1",
         LLM_STREAM_HEARTBEAT="5",
         BATCH_FLUSH_INTERVAL="0.1",
+        LOG_LEVEL="INFO",  # with the access lines
     )
     url = server.url
     account = {"username": "streamer", "email": "streamer@example.com", "password": "Stream-Pass-123"}
@@ -98,3 +99,27 @@ def test_a_stalled_upstream_ends_the_stream_with_a_timeout_event(served):
     assert _usage_status(database) == "error"
     assert upstream_closed.wait(10)
     assert "Traceback" not in log.read_text()
+
+
+@pytest.mark.parametrize("served", [{"gap": 0.1, "words": 10}], indirect=True)
+def test_a_streams_access_line_is_written_when_it_ends_with_its_whole_duration(served):
+    port, token, _, log, _ = served
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(_stream_request(token))
+        received = b""
+        while not received.endswith(b"0\r\n\r\n"):
+            received += sock.recv(65536)
+    assert b"[DONE]" in received
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [orjson.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+        access = [
+            line
+            for line in lines
+            if line.get("logger") == "app.access" and line.get("path") == "/v1/chat/completions"
+        ]
+        if access:
+            break
+        time.sleep(0.1)
+    assert len(access) == 1 and access[0]["status"] == 200 and access[0]["request_id"]
+    assert access[0]["duration_ms"] >= 900  # ten words 0.1 s apart: the line waited for the stream's end
