@@ -8,6 +8,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -53,6 +54,21 @@ def _stream_request(token: str) -> bytes:
     )
 
 
+def _read_stream(port: int, token: str, until: Callable[[bytes], bool]) -> bytes:
+    """Send one streamed chat request; what arrived by the time `until` said enough (or the server closed)."""
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(_stream_request(token))
+        sock.settimeout(15)
+        received = b""
+        while not until(received) and (part := sock.recv(65536)):
+            received += part
+    return received
+
+
+def _body_ended(received: bytes) -> bool:
+    return received.endswith(b"0\r\n\r\n")  # the chunked body's last chunk
+
+
 def _usage_status(database, timeout: float = 5.0) -> str | None:
     deadline = time.monotonic() + timeout
     with create_engine(f"sqlite:///{database}").connect() as connection:
@@ -67,12 +83,8 @@ def _usage_status(database, timeout: float = 5.0) -> str | None:
 @pytest.mark.parametrize("served", [{"gap": 0.3, "words": 30}], indirect=True)
 def test_a_client_that_leaves_mid_stream_is_recorded_and_the_upstream_released(served):
     port, token, database, log, upstream_closed = served
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(_stream_request(token))
-        received = b""
-        while b"data: " not in received:
-            received += sock.recv(65536)
-        assert received.startswith(b"HTTP/1.1 200")
+    received = _read_stream(port, token, until=lambda received: b"data: " in received)  # then leaves
+    assert received.startswith(b"HTTP/1.1 200")
     # The next heartbeat or chunk written to the closed connection fails, and the gateway lets go.
     assert upstream_closed.wait(10)
     assert _usage_status(database) == "client_closed"
@@ -85,14 +97,7 @@ def test_a_client_that_leaves_mid_stream_is_recorded_and_the_upstream_released(s
 def test_a_stalled_upstream_ends_the_stream_with_a_timeout_event(served):
     port, token, database, log, upstream_closed = served
     started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(_stream_request(token))
-        sock.settimeout(15)
-        received = b""
-        while part := sock.recv(65536):
-            received += part
-            if received.endswith(b"0\r\n\r\n"):  # the chunked body's end
-                break
+    received = _read_stream(port, token, until=_body_ended)
     assert time.monotonic() - started < 10
     assert b'"code":"timeout"' in received  # the error event, in place of [DONE]
     assert b"[DONE]" not in received
@@ -104,12 +109,7 @@ def test_a_stalled_upstream_ends_the_stream_with_a_timeout_event(served):
 @pytest.mark.parametrize("served", [{"gap": 0.1, "words": 10}], indirect=True)
 def test_a_streams_access_line_is_written_when_it_ends_with_its_whole_duration(served):
     port, token, _, log, _ = served
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        sock.sendall(_stream_request(token))
-        received = b""
-        while not received.endswith(b"0\r\n\r\n"):
-            received += sock.recv(65536)
-    assert b"[DONE]" in received
+    assert b"[DONE]" in _read_stream(port, token, until=_body_ended)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         lines = [orjson.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
