@@ -49,6 +49,18 @@ def _header(head: bytes, name: bytes) -> bytes:
     )
 
 
+def _refused_within(port: int, seconds: float) -> bool:
+    """Whether new connections to the port are refused (the worker closed its listener) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+        except OSError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _closed_within(sock: socket.socket, seconds: float) -> bool:
     sock.settimeout(seconds)
     try:
@@ -106,7 +118,9 @@ def test_a_draining_worker_closes_kept_alive_connections_after_their_next_respon
         head, _ = _response(sock)
         assert b"connection: close" not in head.lower()
         process.send_signal(signal.SIGTERM)
-        time.sleep(1.0)  # past DRAIN_DELAY: the worker has stopped taking connections
+        # Past DRAIN_DELAY the worker stops taking connections. A fixed wait raced the signal's delivery
+        # under load (gevent runs Python signal handlers between its loop's turns): wait until it has.
+        assert _refused_within(port, 10.0)
         sock.sendall(HEALTH)
         head, _ = _response(sock)
         assert head.startswith(b"HTTP/1.1 200")
