@@ -53,7 +53,7 @@ def check_json_body() -> None:
 
 def tag_response(response: Response) -> Response:
     """Set the request id on the response and have its access line written once the response has been
-    sent: the client does not wait for the line (~6 % of a proxied call), and the duration runs to the
+    sent: the client does not wait for the line (~3 % of a proxied call's CPU), and the duration runs to the
     last byte, a stream's included."""
     request_id = g.get("request_id", "")
     response.headers["X-Request-ID"] = request_id
@@ -71,6 +71,6 @@ def tag_response(response: Response) -> Response:
     return response
 
 
-def _log_access(fields: dict, started: float) -> None:
+def _log_access(fields: dict[str, object], started: float) -> None:
     fields["duration_ms"] = round((time.perf_counter() - started) * 1000, 2)
     logger.info("%s %s %s", fields["method"], fields["path"], fields["status"], extra=fields)
