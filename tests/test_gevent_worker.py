@@ -33,11 +33,7 @@ def _response(sock: socket.socket) -> tuple[bytes, bytes]:
         assert part, f"closed before a response: {data!r}"
         data += part
     head, body = data.split(b"\r\n\r\n", 1)
-    length = next(
-        int(line.split(b":", 1)[1])
-        for line in head.split(b"\r\n")
-        if line.lower().startswith(b"content-length:")
-    )
+    length = int(_header(head, b"content-length"))
     while len(body) < length:
         body += sock.recv(65536)
     return head, body
