@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 
+import pytest
+import trustme
+
+from app.errors import ProviderError
+from app.providers.base import ProviderSettings
+from app.providers.openai import OpenAIAdapter
 from app.services.gateway import upstream
 from app.services.gateway.upstream import ProviderClient, _open_now
+from tests.upstreams.server import Upstream, json_response
 
 
 def test_a_route_is_the_origins_pool_and_the_path_with_its_query():
@@ -78,7 +86,7 @@ def test_headers_and_a_stream_larger_than_the_read_buffer_arrive_whole():
     pool, path = client.route(f"http://127.0.0.1:{port}/v1/chat/completions")
     try:
         for _ in range(2):
-            response = pool.urlopen("GET", path, preload_content=False, retries=False)
+            response = upstream.exchange(pool, "GET", path, None, {}, 1.0, 5.0)
             assert response.headers["X-Big"] == big and response.headers["X-Big-Too"] == big
             assert list(upstream.iter_lines(response, "test")) == lines
         assert pool.num_connections == 1  # the second call reused the first one's connection
@@ -121,8 +129,11 @@ def test_a_request_goes_out_in_one_write_and_a_large_body_after_its_head(monkeyp
     try:
         for body in (small, large):
             writes.clear()
-            response = pool.urlopen("POST", path, body=body, headers={"Content-Type": "application/json"})
-            assert response.status == 200 and response.data == b"{}"
+            response = upstream.exchange(
+                pool, "POST", path, body, {"Content-Type": "application/json"}, 1.0, 5.0
+            )
+            assert response.status == 200 and response.read() == b"{}"
+            response.release_conn()
             if body is small:  # head and body in one write
                 assert len(writes) == 1 and writes[0].startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
                 assert writes[0].endswith(b"\r\n\r\n" + small)
@@ -132,3 +143,81 @@ def test_a_request_goes_out_in_one_write_and_a_large_body_after_its_head(monkeyp
         server.join(5)
         listener.close()
     assert [request.split(b"\r\n\r\n", 1)[1] for request in received] == [small, large]
+
+
+def _keep_alive_server(body: bytes) -> tuple[socket.socket, list[int]]:
+    """Answers every GET with `body`, keeping connections open; the list counts accepted connections."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[int] = []
+
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            pending = b""
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    data = conn.recv(65536)
+                    if not data:
+                        return
+                    pending += data
+                _, pending = pending.split(b"\r\n\r\n", 1)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(1)
+            threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener, accepted
+
+
+def test_a_connection_goes_back_to_the_pool_only_when_its_body_was_read():
+    body = b"0123456789" * 100
+    listener, accepted = _keep_alive_server(body)
+    pool, path = ProviderClient(connect_timeout=1.0).route(f"http://127.0.0.1:{listener.getsockname()[1]}/v1")
+    try:
+        response = upstream.exchange(pool, "GET", path, None, {}, 1.0, 5.0)
+        assert response.read() == body and not response.closed
+        response.release_conn()
+        assert response.closed
+
+        response = upstream.exchange(pool, "GET", path, None, {}, 1.0, 5.0)  # the same connection
+        assert len(accepted) == 1
+        assert response.read1(10) == body[:10]
+        response.release_conn()  # 990 bytes unread: the connection is closed, not pooled
+        response.release_conn()  # twice is harmless
+
+        response = upstream.exchange(pool, "GET", path, None, {}, 1.0, 5.0)
+        assert response.read() == body  # not the previous answer's leftovers
+        response.release_conn()
+        assert len(accepted) == 2
+    finally:
+        listener.close()
+
+
+def test_a_provider_over_tls_is_verified_against_the_trusted_authorities():
+    ca = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("localhost").configure_cert(server_context)
+    with Upstream(lambda r: json_response({"tls": True}), ssl_context=server_context) as provider:
+        adapter = OpenAIAdapter(
+            ProviderSettings(name="tls", base_url=f"https://localhost:{provider.port}/v1", api_key="k")
+        )
+        request = adapter.chat_request({"model": "m", "messages": []}, "m", stream=False)
+        client = ProviderClient(connect_timeout=2.0)
+        with pytest.raises(ProviderError) as refused:  # the system's authorities do not know trustme's
+            upstream.open_response(client, adapter, request, read_timeout=5.0)
+        assert refused.value.kind == "server" and "could not be reached" in str(refused.value)
+        assert provider.requests == []
+
+        with ca.cert_pem.tempfile() as bundle:
+            trusting = ProviderClient(connect_timeout=2.0)
+            trusting.route(request.url)[0].ca_certs = bundle
+            for _ in range(2):  # the second call reuses the verified connection
+                response = upstream.open_response(trusting, adapter, request, read_timeout=5.0)
+                assert upstream.read_json(response, "tls") == {"tls": True}
+        assert len(provider.requests) == 2 and trusting.route(request.url)[0].num_connections == 1

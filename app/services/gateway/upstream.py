@@ -4,10 +4,13 @@ The client is urllib3, chosen by measurement: on one core under gevent, 256 conc
 answering in 500 ms ran at about 465 requests/s through a urllib3 pool and at about 70/s through httpx's
 (100/s with 256 threads), whose pool bookkeeping grows with the number of requests waiting on it.
 
-Two measured savings on each call (bench/, ~0.25 ms of a 0.7 ms call on one core): requests go to the
-origin's connection pool directly, found by URL in a dict, instead of through PoolManager's URL parsing
-and pool-key building; and the check that a pooled connection is still open polls with the operating
-system's poll(), not gevent's, which builds watchers and yields to the hub for a check that never waits.
+Measured savings on each call (bench/README.md): requests go to the origin's connection pool directly,
+found by URL in a dict, instead of through PoolManager's URL parsing and pool-key building; the check that a
+pooled connection is still open polls with the operating system's poll(), not gevent's, which builds
+watchers and yields to the hub for a check that never waits (together ~0.25 ms of a 0.7 ms call); and the
+exchange itself is urllib3's connection sending the request and http.client's response read through a
+small ProviderResponse, without urlopen's retry and redirect bookkeeping or urllib3's response object
+(~0.15 ms of a call's ~1.2 ms of worker CPU). urllib3 still opens, verifies and pools the connections.
 
 Provider base URLs are operator configuration and trusted, so this client has no egress guard; every URL
 that comes from a request goes through app/utils/egress_guard.py instead.
@@ -29,7 +32,7 @@ import urllib3
 from gevent import monkey
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import NewConnectionError, ReadTimeoutError
+from urllib3.exceptions import NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from app.errors import ProviderError
@@ -163,13 +166,72 @@ def build_provider_client(connect_timeout: float, max_connections: int = 1000) -
     return ProviderClient(connect_timeout, max_connections)
 
 
+class ProviderResponse:
+    """A provider's answer on a pooled connection: http.client's response (status, headers, body) and the
+    way back to the pool. What the gateway used of urllib3's response object, without building one per call.
+
+    A connection goes back to the pool only when its body was read to the end (release_conn); otherwise it
+    is closed, so the next request never reads this one's leftovers.
+    """
+
+    def __init__(self, pool: urllib3.HTTPConnectionPool, connection: HTTPConnection, raw: _Response) -> None:
+        self.status = raw.status
+        self.headers = raw.msg  # http.client's message: get() and items() ignore the case of names
+        self.connection = connection
+        self._pool: urllib3.HTTPConnectionPool | None = pool
+        self._raw = raw
+        self._body: _Response | urllib3.HTTPResponse = raw
+        encoding = (raw.msg.get("Content-Encoding") or "").strip().lower()
+        if encoding not in ("", "identity"):  # a provider's configured headers asked for compression
+            self._body = urllib3.HTTPResponse(
+                body=raw, headers=dict(raw.msg.items()), status=raw.status, preload_content=False
+            )
+
+    @property
+    def closed(self) -> bool:
+        """Released or closed: the connection is no longer this response's."""
+        return self._pool is None
+
+    def read(self) -> bytes:
+        return self._body.read()
+
+    def read1(self, size: int) -> bytes:
+        return self._body.read1(size)
+
+    def release_conn(self) -> None:
+        """Give the connection back to the pool, for the next request if the body was read to its end."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        if not self._raw.isclosed():  # unread body left: the connection cannot carry another request
+            self._raw.close()
+            self.connection.close()
+        pool._put_conn(self.connection)  # a closed connection is reopened by the pool when next taken
+
+    def close(self) -> None:
+        """Drop the connection: after a cut, a timeout or a departed client it cannot be reused safely."""
+        self._raw.close()
+        self.connection.close()
+        self.release_conn()
+
+    def drain_conn(self) -> None:
+        """Read what is left of the body and give the connection back; close it if the body breaks off."""
+        try:
+            while self._raw.read(READ_SIZE):
+                pass
+        except (OSError, http.client.HTTPException, ValueError):
+            self.close()
+            return
+        self.release_conn()
+
+
 def open_response(
     client: ProviderClient,
     adapter: ProviderAdapter,
     request: HttpRequest,
     *,
     read_timeout: float,
-) -> urllib3.BaseHTTPResponse:
+) -> ProviderResponse:
     """Send and return the open (streaming) response; an error status is read, classified and raised."""
     provider = adapter.settings.name
     body = orjson.dumps(request.json) if request.json is not None else None
@@ -178,21 +240,12 @@ def open_response(
         headers.setdefault("Content-Type", "application/json")
     try:
         pool, path = client.route(request.url)
-        response = pool.urlopen(
-            request.method,
-            path,
-            body=body,
-            headers=headers,
-            preload_content=False,
-            redirect=False,
-            retries=False,
-            timeout=urllib3.Timeout(connect=client.connect_timeout, read=read_timeout),
-        )
+        response = exchange(pool, request.method, path, body, headers, client.connect_timeout, read_timeout)
     except NewConnectionError:  # refused or unresolvable; urllib3 files it under timeouts, it is not one
         raise ProviderError(f"{provider} could not be reached", kind="server", provider=provider) from None
-    except (ReadTimeoutError, Urllib3Timeout):
+    except (TimeoutError, Urllib3Timeout):
         raise ProviderError(f"{provider} did not answer in time", kind="timeout", provider=provider) from None
-    except Urllib3Error:
+    except (OSError, http.client.HTTPException, Urllib3Error):
         raise ProviderError(f"{provider} could not be reached", kind="server", provider=provider) from None
     if response.status >= 400:
         try:
@@ -203,41 +256,63 @@ def open_response(
     return response
 
 
-def close(response: urllib3.BaseHTTPResponse) -> None:
+def exchange(
+    pool: urllib3.HTTPConnectionPool,
+    method: str,
+    path: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    connect_timeout: float,
+    read_timeout: float,
+) -> ProviderResponse:
+    """One request on a pooled connection (opened first if it is new or was dropped), and its response's
+    head: what urlopen(retries=False, redirect=False, preload_content=False) does, minus the bookkeeping."""
+    connection = pool._get_conn()  # urllib3 is pinned; a dropped connection comes back closed
+    try:
+        connection.timeout = connect_timeout
+        if connection.sock is None:
+            connection.connect()
+        # The provider may have answered before closing (a 413, say): its answer is still read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.request(method, path, body=body, headers=headers)
+        connection.timeout = read_timeout
+        connection.sock.settimeout(read_timeout)
+        raw = http.client.HTTPConnection.getresponse(connection)  # our _Response, without urllib3's wrapper
+    except BaseException:
+        connection.close()
+        pool._put_conn(connection)
+        raise
+    return ProviderResponse(pool, connection, raw)
+
+
+def close(response: ProviderResponse) -> None:
     """Drop the connection: after a cut, a timeout or a departed client it cannot be reused safely."""
     response.close()
-    response.release_conn()
 
 
-def interrupt(response: urllib3.BaseHTTPResponse) -> None:
+def interrupt(response: ProviderResponse) -> None:
     """End a read that another greenlet or thread is blocked in on this response, by shutting its socket
     down: the read returns at once, and the reader then closes the response itself."""
-    sock = getattr(getattr(response, "connection", None), "sock", None)
+    sock = getattr(response.connection, "sock", None)
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def recycle(response: urllib3.BaseHTTPResponse) -> None:
+def recycle(response: ProviderResponse) -> None:
     """Keep the connection of a stream the provider ended, for the next call: a new one costs a connect
     (and a TLS handshake) on the next request's path.
 
-    A body read to its end has already gone back to the pool (urllib3 does that at EOF). An adapter may
+    A body read to its end has already gone back to the pool (iter_lines gives it back). An adapter may
     stop at its end marker (OpenAI's [DONE]) before the body's last bytes: those are read in the
     background, so the client's stream is not held up, and the connection is closed if they never come.
     """
     if response.closed:
         return
-    threading.Thread(target=_drain, args=(response,), name="drain-upstream", daemon=True).start()
+    threading.Thread(target=response.drain_conn, name="drain-upstream", daemon=True).start()
 
 
-def _drain(response: urllib3.BaseHTTPResponse) -> None:
-    response.drain_conn()  # reads to the end (bounded by the read timeout) and gives the connection back
-    if not response.closed:
-        close(response)
-
-
-def _read_bounded(response: urllib3.BaseHTTPResponse) -> bytes:
+def _read_bounded(response: ProviderResponse) -> bytes:
     body = bytearray()
     try:
         while len(body) < MAX_ERROR_BODY:
@@ -245,20 +320,20 @@ def _read_bounded(response: urllib3.BaseHTTPResponse) -> bytes:
             if not part:
                 break
             body.extend(part)
-    except Urllib3Error:
+    except (OSError, http.client.HTTPException, ValueError, Urllib3Error):
         pass  # a broken error body is still an error; classify by status
     return bytes(body[:MAX_ERROR_BODY])
 
 
-def read_json(response: urllib3.BaseHTTPResponse, provider: str) -> object:
+def read_json(response: ProviderResponse, provider: str) -> object:
     try:
         data = response.read()
         response.release_conn()
         return orjson.loads(data)
-    except (ReadTimeoutError, Urllib3Timeout):
+    except (TimeoutError, Urllib3Timeout):
         close(response)
         raise ProviderError(f"{provider} did not answer in time", kind="timeout", provider=provider) from None
-    except Urllib3Error:
+    except (OSError, http.client.HTTPException, Urllib3Error):
         close(response)
         raise ProviderError(f"{provider} broke off its answer", kind="server", provider=provider) from None
     except orjson.JSONDecodeError:
@@ -267,28 +342,24 @@ def read_json(response: urllib3.BaseHTTPResponse, provider: str) -> object:
         ) from None
 
 
-def iter_lines(response: urllib3.BaseHTTPResponse, provider: str) -> Iterator[str]:
+def iter_lines(response: ProviderResponse, provider: str) -> Iterator[str]:
     """The body's lines as they arrive; a connection that breaks mid-stream becomes stream_interrupted.
 
     An identity body (http.client asks for nothing else unless a provider's configured headers do) is
-    read from the standard library's response under urllib3's, which still undoes the chunked encoding:
-    urllib3's read1 wraps every read in a buffer, a decoder and an error-mapping context, about a quarter
-    of a relayed chunk's instructions (bench/README.md). At the body's end the connection goes back to
-    urllib3's pool, as its own read would have sent it. A compressed body goes through urllib3's decoder.
+    read from the standard library's response directly, which undoes the chunked encoding; a compressed
+    one through urllib3's decoder. At the body's end the connection goes back to the pool.
     """
-    encoding = response.headers.get("Content-Encoding", "").strip().lower()
-    read1 = response.read1 if encoding not in ("", "identity") else response._fp.read1  # urllib3 is pinned
     pending = b""
     try:
         while True:
-            part = read1(READ_SIZE)
+            part = response.read1(READ_SIZE)
             if not part:
                 break
             pending += part
             *lines, pending = pending.split(b"\n")
             for line in lines:
                 yield line.rstrip(b"\r").decode("utf-8", errors="replace")
-    except (TimeoutError, ReadTimeoutError, Urllib3Timeout):
+    except (TimeoutError, Urllib3Timeout):
         raise ProviderError(
             f"the stream from {provider} stalled", kind="timeout", provider=provider
         ) from None
