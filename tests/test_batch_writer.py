@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
+from pathlib import Path
 
 from sqlalchemy import func, select
 
@@ -73,3 +78,88 @@ def test_pending_rows_are_bounded(app):
         writer.add(_row(1, i))
     assert writer.pending() == 3 and writer.dropped == 2
     writer._pending.clear()
+
+
+_FLUSH_UNDER_GEVENT = textwrap.dedent(
+    """
+    from gevent import monkey
+    monkey.patch_all()
+
+    import gevent
+    from app import create_app
+    from app.extensions import db
+    from app.models import ExternalCall
+    from app.services.batch_writer import BatchWriter
+    from tests.test_batch_writer import _count, _row
+
+    block = monkey.get_original("time", "sleep")  # holds the OS thread, as a driver waiting on a disk does
+    clock = monkey.get_original("time", "monotonic")
+    app = create_app()
+    with app.app_context():
+        db.create_all()
+    inserting = []
+
+    def slow_insert(model):
+        inserting.append(clock())
+        block(0.3)
+        inserting.append(clock())
+        return db.insert(model)
+
+    ticks = []
+
+    def tick():
+        while True:
+            ticks.append(clock())
+            gevent.sleep(0.01)
+
+    ticker = gevent.spawn(tick)
+    writer = BatchWriter(app, ExternalCall, interval=0.05, insert=slow_insert)
+    writer.add(_row(1, 1))
+    while _count(app) < 1:
+        gevent.sleep(0.05)
+    ticker.kill()
+    start, end = inserting
+    print(sum(start < t < end for t in ticks))
+
+    # Greenlets queueing rows while native threads take them: each row written once, nothing stuck.
+    writer = BatchWriter(app, ExternalCall, interval=0.01, max_batch=50)
+
+    def add(offset):
+        for i in range(200):
+            writer.add(_row(1, offset + i))
+            gevent.sleep(0)
+
+    gevent.joinall([gevent.spawn(add, n * 1000) for n in range(1, 21)], timeout=20)
+    deadline = clock() + 20
+    while _count(app) < 4001 and clock() < deadline:
+        gevent.sleep(0.05)
+    writer.flush()
+    print(_count(app))
+    """
+)
+
+
+def test_under_gevent_a_flush_does_not_stop_the_other_greenlets(tmp_path: Path) -> None:
+    # A worker's requests are greenlets on one OS thread: an INSERT run on it would hold all of them.
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": "s" * 64,
+        "JWT_SECRET_KEY": "j" * 64,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "REDIS_URL": "",
+        "RATE_LIMIT_STORAGE_URL": "memory://",
+    }
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", _FLUSH_UNDER_GEVENT],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ticks_while_inserting, rows = map(int, done.stdout.split())
+    assert ticks_while_inserting >= 10  # ~30 ticks of 10 ms while the insert blocked for 0.3 s; 0 before
+    assert rows == 1 + 20 * 200

@@ -22,6 +22,7 @@ from typing import Any
 from flask import Flask
 
 from app.extensions import db
+from app.utils.off_loop import run_off_loop
 
 logger = logging.getLogger(__name__)
 
@@ -105,4 +106,4 @@ class BatchWriter:
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
-            self.flush()
+            run_off_loop(self.flush)  # under gevent, the INSERT does not hold the worker's requests

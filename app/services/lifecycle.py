@@ -10,6 +10,8 @@ import sys
 import threading
 from typing import Any
 
+from app.utils.off_loop import gevent_active
+
 _draining = threading.Event()
 
 
@@ -29,7 +31,7 @@ def install_drain_handler(worker: Any, delay: float) -> None:
 
     def on_term(signum: int, frame: Any) -> None:
         begin_draining()
-        if _gevent_active():
+        if gevent_active():
             # Under gevent this handler runs in the event loop, where nothing may block: schedule instead.
             import gevent
 
@@ -40,11 +42,6 @@ def install_drain_handler(worker: Any, delay: float) -> None:
             timer.start()
 
     signal.signal(signal.SIGTERM, on_term)
-
-
-def _gevent_active() -> bool:
-    monkey = sys.modules.get("gevent.monkey")
-    return bool(monkey and monkey.is_module_patched("threading"))
 
 
 def start_writers(app: Any) -> None:

@@ -26,6 +26,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 
 from app.extensions import db
 from app.services.stream_rows import IDEMPOTENCY_KEY, decode_row, insert_once
+from app.utils.off_loop import run_off_loop
 
 logger = logging.getLogger(__name__)
 
@@ -240,6 +241,9 @@ class StreamConsumer:
         return True
 
     def _commit(self, rows: list[dict[str, Any]]) -> None:
+        run_off_loop(lambda: self._insert_now(rows))  # under gevent, the INSERT does not hold the requests
+
+    def _insert_now(self, rows: list[dict[str, Any]]) -> None:
         with self.app.app_context():
             db.session.execute(insert_once(self.model), rows)
             db.session.commit()
