@@ -9,6 +9,7 @@ from typing import Any
 
 from flask import request
 from flask_openapi3 import Info, OpenAPI
+from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app.config import Config, load_config
@@ -77,6 +78,24 @@ def _ensure_sqlite_directory(url: str) -> None:
             os.makedirs(os.path.dirname(url[len("sqlite:///") :]) or ".", exist_ok=True)
 
 
+def _use_write_ahead_log(app: OpenAPI) -> None:
+    """A SQLite file in write-ahead-log mode, synchronous=NORMAL: a commit appends to the log instead of
+    writing and syncing a rollback journal and the pages (the usage flush's commit cost ~0.1 ms of CPU per
+    proxied call), and readers in other workers are not blocked while one writes. A committed transaction
+    survives the process being killed; only a power loss or an OS crash can take the last ones back."""
+    with app.app_context():
+        engine = db.engine
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return
+
+    @event.listens_for(engine, "connect")
+    def set_pragmas(connection: Any, record: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")  # stored in the file; every connection asks, the first sets
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
 def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app import models  # noqa: F401  (registers the tables)
     from app.middleware.auth_middleware import load_identity
@@ -88,6 +107,7 @@ def _bind_extensions(app: OpenAPI, settings: Config) -> None:
     from app.utils.ttl_cache import TTLCache
 
     db.init_app(app)
+    _use_write_ahead_log(app)
     app.cli.add_command(MigrationCommands())
     jwt.init_app(app)
     cors.init_app(

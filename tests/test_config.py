@@ -7,8 +7,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
-from app.config import ConfigError, ProductionConfig, load_config
+from app import create_app
+from app.config import ConfigError, ProductionConfig, TestingConfig, load_config
+from app.extensions import db
 
 ROOT = Path(__file__).resolve().parent.parent
 STRONG = "x" * 48
@@ -163,3 +166,17 @@ print("httpx" in sys.modules)
 def test_the_external_proxys_http_client_is_loaded_by_its_first_call(tmp_path):
     # httpx and the transport under it (~2.5 MB a worker) are not held by a worker that never proxies a call.
     assert _run_in_fresh_app(_LOADED_CLIENT, tmp_path).split() == ["False", "refused", "True"]
+
+
+def test_a_sqlite_file_is_written_through_a_write_ahead_log(tmp_path):
+    # A commit appends to the log rather than syncing a rollback journal and the pages (the usage
+    # flush's commit was ~0.1 ms of CPU per proxied call), and readers are not blocked by a writer.
+    config = TestingConfig()
+    config.SQLALCHEMY_DATABASE_URI = f"sqlite:///{tmp_path / 'app.db'}"
+    with create_app(config).app_context():
+        assert db.session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert db.session.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        db.session.remove()
+        db.engine.dispose()
+    with create_app(TestingConfig()).app_context():  # in memory: nothing to log
+        assert db.session.execute(text("PRAGMA journal_mode")).scalar() == "memory"
