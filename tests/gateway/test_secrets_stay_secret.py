@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 import httpx
 import openai
@@ -43,8 +44,15 @@ def test_a_full_run_logs_no_secret(upstream, gateway, caplog, capfd):
             model="g/gemini-2.5-flash", messages=[{"role": "user", "content": "hi"}]
         )
         httpx.get(f"{gw.url}/api/profile", headers={"Authorization": f"Bearer {api_key}x"})
-    output = capfd.readouterr()
-    logs = caplog.text + output.out + output.err
+        # A request's access line is written after its response went out: wait for the last one's, at
+        # this log level.
+        output = ""
+        deadline = time.monotonic() + 5
+        while output.count('"path":"/api/profile"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            output += "".join(capfd.readouterr())
+    assert output.count('"path":"/api/profile"') == 2
+    logs = caplog.text + output
     assert "/v1/chat/completions" in logs  # the access log was captured, so the check below means something
     for secret in (PROVIDER_KEY, gw.token, gw.token.split(".")[2], api_key, api_key[len("mla-") :]):
         assert secret not in logs
