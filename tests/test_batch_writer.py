@@ -1,8 +1,5 @@
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -15,6 +12,7 @@ from app.models import ExternalCall
 from app.models.user import utcnow
 from app.services.batch_writer import BatchWriter
 from tests.conftest import AuthActions
+from tests.fresh_app import run_in_fresh_app
 
 
 def _row(user_id: int, i: int) -> dict:
@@ -141,25 +139,6 @@ _FLUSH_UNDER_GEVENT = textwrap.dedent(
 
 def test_under_gevent_a_flush_does_not_stop_the_other_greenlets(tmp_path: Path) -> None:
     # A worker's requests are greenlets on one OS thread: an INSERT run on it would hold all of them.
-    env = {
-        **os.environ,
-        "APP_ENV": "production",
-        "SECRET_KEY": "s" * 64,
-        "JWT_SECRET_KEY": "j" * 64,
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
-        "REDIS_URL": "",
-        "RATE_LIMIT_STORAGE_URL": "memory://",
-    }
-    root = Path(__file__).resolve().parent.parent
-    done = subprocess.run(
-        [sys.executable, "-c", _FLUSH_UNDER_GEVENT],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    ticks_while_inserting, rows = map(int, done.stdout.split())
+    ticks_while_inserting, rows = map(int, run_in_fresh_app(_FLUSH_UNDER_GEVENT, tmp_path).split())
     assert ticks_while_inserting >= 10  # ~30 ticks of 10 ms while the insert blocked for 0.3 s; 0 before
     assert rows == 1 + 20 * 200

@@ -4,7 +4,6 @@ import os
 import subprocess
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -12,9 +11,7 @@ from sqlalchemy import text
 from app import create_app
 from app.config import ConfigError, ProductionConfig, TestingConfig, load_config
 from app.extensions import db
-
-ROOT = Path(__file__).resolve().parent.parent
-STRONG = "x" * 48
+from tests.fresh_app import ROOT, STRONG, run_in_fresh_app
 
 
 @pytest.fixture
@@ -119,29 +116,11 @@ print(",".join(m for m in ("redis", "sqlalchemy.dialects.postgresql") if m in sy
 """
 
 
-def _run_in_fresh_app(script: str, tmp_path: Path, redis_url: str = "") -> str:
-    """Run `script` in a new interpreter with production settings on SQLite; its standard output."""
-    env = {
-        **os.environ,
-        "APP_ENV": "production",
-        "SECRET_KEY": STRONG,
-        "JWT_SECRET_KEY": STRONG + "j",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
-        "REDIS_URL": redis_url,
-        "RATE_LIMIT_STORAGE_URL": "memory://",
-    }
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
-
-
 @pytest.mark.parametrize("redis_url", ["", "redis://127.0.0.1:6379/15"])
 def test_redis_client_is_loaded_only_where_redis_is_configured(tmp_path, redis_url):
     # On a single machine, redis-py (and what it imports) would cost a worker ~6 MB, the PostgreSQL
     # dialect of the Redis stream's inserts ~2 MB more.
-    output = _run_in_fresh_app(_LOADED_STORES, tmp_path, redis_url)
+    output = run_in_fresh_app(_LOADED_STORES, tmp_path, redis_url)
     loaded = set(filter(None, output.strip().split(",")))
     if redis_url:
         assert "redis" in loaded  # the probe sees what it looks for
@@ -165,7 +144,7 @@ print("httpx" in sys.modules)
 
 def test_the_external_proxys_http_client_is_loaded_by_its_first_call(tmp_path):
     # httpx and the transport under it (~2.5 MB a worker) are not held by a worker that never proxies a call.
-    assert _run_in_fresh_app(_LOADED_CLIENT, tmp_path).split() == ["False", "refused", "True"]
+    assert run_in_fresh_app(_LOADED_CLIENT, tmp_path).split() == ["False", "refused", "True"]
 
 
 def test_a_sqlite_file_is_written_through_a_write_ahead_log(tmp_path):
