@@ -177,7 +177,7 @@ class ProviderResponse:
     def __init__(self, pool: urllib3.HTTPConnectionPool, connection: HTTPConnection, raw: _Response) -> None:
         self.status = raw.status
         self.headers = raw.msg  # http.client's message: get() and items() ignore the case of names
-        self.connection = connection
+        self._connection = connection
         self._pool: urllib3.HTTPConnectionPool | None = pool
         self._raw = raw
         self._body: _Response | urllib3.HTTPResponse = raw
@@ -192,6 +192,12 @@ class ProviderResponse:
         """Released or closed: the connection is no longer this response's."""
         return self._pool is None
 
+    @property
+    def connection(self) -> HTTPConnection | None:
+        """The connection while this response holds it; None once it went back to the pool, where another
+        request may be using it."""
+        return None if self._pool is None else self._connection
+
     def read(self) -> bytes:
         return self._body.read()
 
@@ -205,13 +211,16 @@ class ProviderResponse:
         pool, self._pool = self._pool, None
         if not self._raw.isclosed():  # unread body left: the connection cannot carry another request
             self._raw.close()
-            self.connection.close()
-        pool._put_conn(self.connection)  # a closed connection is reopened by the pool when next taken
+            self._connection.close()
+        pool._put_conn(self._connection)  # a closed connection is reopened by the pool when next taken
 
     def close(self) -> None:
-        """Drop the connection: after a cut, a timeout or a departed client it cannot be reused safely."""
+        """Drop the connection: after a cut, a timeout or a departed client it cannot be reused safely.
+        Once given back (a body read to its end) it is the pool's, and stays open."""
+        if self._pool is None:
+            return
         self._raw.close()
-        self.connection.close()
+        self._connection.close()
         self.release_conn()
 
     def drain_conn(self) -> None:
