@@ -245,7 +245,7 @@ class StreamConsumer:
 
     def _insert_now(self, rows: list[dict[str, Any]]) -> None:
         with self.app.app_context():
-            db.session.execute(insert_once(self.model), rows)
+            db.session.execute(insert_once(self.model.__table__), rows)  # Core: see batch_writer.py
             db.session.commit()
 
     def _insert(self, rows: list[tuple[Any, dict[str, Any]]], dropped: list[Any]) -> bool:

@@ -29,7 +29,7 @@ def decode_row(model: type[Any], raw: bytes) -> dict[str, Any]:
     return row
 
 
-def insert_once(model: type[Any]) -> Insert:
+def insert_once(table: Any) -> Insert:
     """An INSERT that skips rows whose idempotency key is already in the table.
 
     A consumer that dies between its COMMIT and its XACK leaves its batch pending, and whoever claims
@@ -37,11 +37,11 @@ def insert_once(model: type[Any]) -> Insert:
     """
     dialect = db.session.get_bind().dialect.name
     if dialect == "postgresql":
-        return postgresql.insert(model).on_conflict_do_nothing(index_elements=[IDEMPOTENCY_KEY])
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=[IDEMPOTENCY_KEY])
     if dialect == "sqlite":
-        return sqlite.insert(model).on_conflict_do_nothing(index_elements=[IDEMPOTENCY_KEY])
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=[IDEMPOTENCY_KEY])
     # This project runs on PostgreSQL and SQLite only; elsewhere the unique index refuses a second copy.
-    return db.insert(model)
+    return db.insert(table)
 
 
 def _datetime_columns(model: type[Any]) -> list[str]:
