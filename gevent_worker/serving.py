@@ -12,6 +12,7 @@ request headers read by app/utils/header_block.py, a response's head and first p
 - `keepalive = 0`, and every response of a worker that is shutting down, says `Connection: close`, so a
   proxy that pools connections (nginx) sends its next request to another instance instead of racing the
   close.
+And IP addresses are resolved without gevent's thread pool (gevent_worker/resolver.py).
 
 Loaded in the worker process only (gevent_worker/__init__.py).
 """
@@ -24,6 +25,8 @@ from typing import Any
 import gevent
 from gevent.pywsgi import OldMessage
 from gunicorn.workers.ggevent import GeventPyWSGIWorker, PyWSGIHandler
+
+from gevent_worker.resolver import use_numeric_first_resolver
 
 # The read buffer of a client connection, held for the connection's life (idle, or waiting on a provider):
 # pywsgi's 8 KB is 2 MB per 256 connections. The request line and headers pass through it; the body is
@@ -103,6 +106,10 @@ class KeepAliveHandler(PyWSGIHandler):
 
 
 class ServingWorker(GeventPyWSGIWorker):
+    def patch(self) -> None:
+        super().patch()  # gevent's monkey-patching, before the app is loaded
+        use_numeric_first_resolver(gevent.get_hub())
+
     def init_process(self) -> None:
         settings = {"keepalive": self.cfg.keepalive, "worker": self}
         self.wsgi_handler = type("KeepAliveHandler", (KeepAliveHandler,), settings)
