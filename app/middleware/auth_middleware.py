@@ -32,7 +32,7 @@ class Identity:
 
 
 def bearer_token() -> str | None:
-    header = request.headers.get("Authorization", "")
+    header = request.environ.get("HTTP_AUTHORIZATION", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
@@ -51,33 +51,34 @@ def load_identity() -> None:
 
 
 def _load_identity() -> None:
-    g.identity = None
-    g.auth_error = None
+    state = g._get_current_object()  # once: each use of the proxy looks the context up again
+    state.identity = None
+    state.auth_error = None
     token = bearer_token()
     if token is None:
-        if "Authorization" in request.headers:
-            g.auth_error = Unauthorized("The Authorization header must be 'Bearer <token>'.")
+        if "HTTP_AUTHORIZATION" in request.environ:
+            state.auth_error = Unauthorized("The Authorization header must be 'Bearer <token>'.")
         return
     if token.startswith(API_KEY_PREFIX):
-        _load_api_key(token)
+        _load_api_key(state, token)
         return
     try:
         claims = decode_claims(token, expected_type="access")
         if current_app.extensions["revocations"].is_revoked(claims.session_id):
             raise InvalidToken("The token has been revoked.", code="token_revoked")
     except ApiError as error:
-        g.auth_error = error
+        state.auth_error = error
         return
-    g.identity = Identity(user_id=claims.user_id, session_id=claims.session_id, via="jwt")
+    state.identity = Identity(user_id=claims.user_id, session_id=claims.session_id, via="jwt")
 
 
-def _load_api_key(secret: str) -> None:
+def _load_api_key(state: Any, secret: str) -> None:
     try:
         key = current_app.extensions["api_keys"].verify(secret)
     except ApiError as error:
-        g.auth_error = error
+        state.auth_error = error
         return
-    g.identity = Identity(
+    state.identity = Identity(
         user_id=key.user_id,
         session_id=None,
         via="api_key",
@@ -87,9 +88,10 @@ def _load_api_key(secret: str) -> None:
 
 
 def current_identity() -> Identity:
-    identity = g.get("identity")
+    state = g._get_current_object()
+    identity = state.get("identity")
     if identity is None:
-        raise g.get("auth_error") or Unauthorized(
+        raise state.get("auth_error") or Unauthorized(
             "Authentication is required: send Authorization: Bearer <token>."
         )
     return identity

@@ -96,9 +96,10 @@ class RateLimits:
 
     def check(self) -> None:
         """before_request: count the request against every limit that applies; 429 past one."""
-        if not self.enabled or request.endpoint is None:
+        endpoint = request.endpoint
+        if not self.enabled or endpoint is None:
             return
-        is_exempt, route_limits = self._rules(request.endpoint)
+        is_exempt, route_limits = self._rules(endpoint)
         if is_exempt:
             return
         if not route_limits:
@@ -106,7 +107,7 @@ class RateLimits:
         # A route's own limits replace the default one (login and register are counted per address and
         # per username, not per caller); the first is the one the headers report.
         for index, (limit_of, key_of) in enumerate(route_limits):
-            self._hit(self._item(limit_of()), f"{request.endpoint}/{index}", key_of(), report=index == 0)
+            self._hit(self._item(limit_of()), f"{endpoint}/{index}", key_of(), report=index == 0)
 
     def add_headers(self, response: Response) -> Response:
         counted: _Counted | None = g.get("rate_limit")

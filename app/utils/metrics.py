@@ -112,13 +112,14 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
     def observe_http(self, response: Response) -> Response:
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
+        req = request._get_current_object()  # once: each use of the proxy looks the context up again
+        rule = req.url_rule.rule if req.url_rule is not None else "unmatched"
         if rule == "/metrics":
             return response
         status = str(response.status_code)
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        self.child(self.http_requests, rule, request.method, status).inc()
-        self.child(self.http_latency, rule, request.method, status).observe(elapsed)
+        self.child(self.http_requests, rule, req.method, status).inc()
+        self.child(self.http_latency, rule, req.method, status).observe(elapsed)
         return response
 
 
