@@ -44,7 +44,7 @@ class StreamSettings:
     maxlen: int  # about how many unwritten rows it keeps; past that the oldest are trimmed
     claim_idle: float  # seconds an entry stays with a consumer that does not acknowledge it
     interval: float  # seconds between batch inserts
-    max_batch: int = 500
+    max_batch: int = 100  # rows per read and insert: a short burst on the worker's core (batch_writer.py)
     rows: str = "usage"  # what the rows are, in log lines and the consumer thread's name
 
     @property
