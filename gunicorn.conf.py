@@ -46,12 +46,13 @@ def _flask_app(worker):
 
 
 def post_worker_init(worker):
-    from app.services.lifecycle import install_drain_handler, start_writers
+    from app.services.lifecycle import install_drain_handler, keep_startup_objects_out_of_gc, start_writers
 
     install_drain_handler(worker, delay=float(os.environ.get("DRAIN_DELAY") or "0"))
     app = _flask_app(worker)
     if app is not None:
         start_writers(app)
+    keep_startup_objects_out_of_gc()
 
 
 def worker_exit(server, worker):
