@@ -1,8 +1,8 @@
 """Write rows in batches from a background thread, so the request path never waits on an INSERT.
 
-Rows are queued in memory and inserted every `interval` seconds (or as soon as `max_batch` are waiting)
-in one transaction per batch. A failed insert keeps the rows for the next try, up to `max_pending`; beyond that
-the oldest are dropped and counted, so a dead database cannot exhaust memory. `flush()` writes what is
+Rows are queued in memory and inserted every `interval` seconds (or as soon as `max_batch` are waiting),
+one transaction per batch. A failed insert keeps the rows for the next try, up to `max_pending`; beyond
+that the oldest are dropped and counted, so a dead database cannot exhaust memory. `flush()` writes what is
 waiting now; it runs at exit and on SIGTERM through the server's shutdown hook. What a SIGKILL can lose
 is what was queued and not yet flushed: at most `interval` seconds of rows. Usage rows take this path
 only without Redis (or while Redis fails); with Redis they go through stream_writer.py, which survives
