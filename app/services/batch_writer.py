@@ -26,6 +26,11 @@ from app.utils.off_loop import run_off_loop
 
 logger = logging.getLogger(__name__)
 
+# Rows per insert. A flush's CPU comes in one burst on the worker's core (its own thread still needs the
+# GIL): 100 rows are ~1 ms on SQLite, so requests arriving meanwhile wait less than behind 500
+# (bench/README.md). The Redis stream's consumer reads and inserts as many at a time.
+MAX_BATCH = 100
+
 
 class BatchWriter:
     def __init__(
@@ -34,9 +39,7 @@ class BatchWriter:
         model: type[Any],
         *,
         interval: float = 0.5,
-        # A flush's CPU comes in one burst on the worker's core (its own thread still needs the GIL): 100
-        # rows are ~1 ms on SQLite, so requests arriving meanwhile wait less than behind 500 (bench/README.md).
-        max_batch: int = 100,
+        max_batch: int = MAX_BATCH,
         max_pending: int = 100_000,
         insert: Callable[[Any], Any] = db.insert,  # the INSERT statement for the model's table
     ) -> None:

@@ -25,6 +25,7 @@ from flask import Flask
 from sqlalchemy.exc import DataError, IntegrityError
 
 from app.extensions import db
+from app.services.batch_writer import MAX_BATCH
 from app.services.stream_rows import IDEMPOTENCY_KEY, decode_row, insert_once
 from app.utils.off_loop import run_off_loop
 
@@ -44,7 +45,7 @@ class StreamSettings:
     maxlen: int  # about how many unwritten rows it keeps; past that the oldest are trimmed
     claim_idle: float  # seconds an entry stays with a consumer that does not acknowledge it
     interval: float  # seconds between batch inserts
-    max_batch: int = 100  # rows per read and insert: a short burst on the worker's core (batch_writer.py)
+    max_batch: int = MAX_BATCH  # rows per read and insert
     rows: str = "usage"  # what the rows are, in log lines and the consumer thread's name
 
     @property
