@@ -22,9 +22,14 @@ class _RecordingPool:
         return function(*args, **(kwargs or {}))
 
 
+def _hub() -> SimpleNamespace:
+    """What the resolver takes from gevent's hub: its thread pool and the errors it does not report."""
+    return SimpleNamespace(threadpool=_RecordingPool(), NOT_ERROR=(), resolver="gevent's own")
+
+
 def _resolver() -> tuple[NumericFirstResolver, _RecordingPool]:
-    pool = _RecordingPool()
-    return NumericFirstResolver(SimpleNamespace(threadpool=pool, NOT_ERROR=())), pool
+    hub = _hub()
+    return NumericFirstResolver(hub), hub.threadpool
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "::1", "10.1.2.3"])
@@ -50,7 +55,7 @@ def test_an_address_of_the_wrong_family_fails_as_it_would_without_it():
 
 
 def test_the_worker_uses_it_unless_gevent_resolver_chose_one(monkeypatch):
-    hub = SimpleNamespace(threadpool=_RecordingPool(), NOT_ERROR=(), resolver="gevent's own")
+    hub = _hub()
     monkeypatch.setenv("GEVENT_RESOLVER", "ares")
     use_numeric_first_resolver(hub)
     assert hub.resolver == "gevent's own"
