@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 
 from app.errors import Unauthorized
 from app.middleware import rate_limits
+from app.middleware.auth_middleware import bearer_token
 
 bp = Blueprint("metrics", __name__)
 
@@ -17,8 +18,8 @@ bp = Blueprint("metrics", __name__)
 def metrics() -> Response:
     token = current_app.config.get("METRICS_TOKEN")
     if token:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        given = bearer_token()
+        if given is None or not hmac.compare_digest(given.encode(), token.encode()):
             raise Unauthorized("The metrics token is missing or wrong.")
     metrics = current_app.extensions["metrics"]
     metrics.observe_breakers(current_app.extensions["gateway"])
