@@ -113,4 +113,4 @@ class BatchWriter:
         while True:
             self._wake.wait(self.interval)
             self._wake.clear()
-            run_off_loop(self.flush)  # under gevent, the INSERT does not hold the worker's requests
+            run_off_loop(self.flush, background=True)  # under gevent, the INSERT does not hold the requests

@@ -242,7 +242,7 @@ class StreamConsumer:
         return True
 
     def _commit(self, rows: list[dict[str, Any]]) -> None:
-        run_off_loop(lambda: self._insert_now(rows))  # under gevent, the INSERT does not hold the requests
+        run_off_loop(lambda: self._insert_now(rows), background=True)  # the INSERT does not hold requests
 
     def _insert_now(self, rows: list[dict[str, Any]]) -> None:
         with self.app.app_context():
