@@ -100,7 +100,7 @@ _FLUSH_UNDER_GEVENT = textwrap.dedent(
     with app.app_context():
         db.create_all()
     inserting = []
-    niceness = []  # the flushing thread's, then the worker's main thread's
+    niceness = []  # the flushing thread's, the main thread's, then another native thread's
 
     def slow_insert(model):
         niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
