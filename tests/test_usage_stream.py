@@ -1,10 +1,12 @@
 """Usage rows through the Redis stream: types survive, batches are acknowledged, a dead consumer's rows
-are taken over, a replay writes nothing twice, and a Redis outage falls back to memory."""
+are taken over, a replay writes nothing twice, a Redis outage falls back to memory, and under gevent the
+inserts run beneath the requests."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import textwrap
 import time
 from datetime import UTC, datetime
 
@@ -19,8 +21,10 @@ from app.models import UsageRecord
 from app.services.stream_consumer import FIELD, GROUP, StreamConsumer, StreamSettings
 from app.services.stream_rows import decode_row, encode_row, insert_once
 from app.services.stream_writer import StreamWriter
+from app.utils.off_loop import BACKGROUND_NICENESS
 from scripts.cluster import free_port
 from tests.conftest import AuthActions
+from tests.fresh_app import run_in_fresh_app
 
 STREAM = "multillm:usage"
 
@@ -217,3 +221,49 @@ def test_with_redis_down_rows_go_to_memory_and_are_written_from_there(stream_app
     assert writer.memory.pending() + count(app) == 2
     writer.close()
     assert [r.request_id for r in stored(app)] == ["req-1", "req-2"]
+
+
+_CONSUMER_UNDER_GEVENT = textwrap.dedent(
+    """
+    from gevent import monkey
+    monkey.patch_all()
+
+    import os
+    import threading
+    import time
+
+    import gevent
+    from app import create_app
+    from app.extensions import db
+    from app.services.stream_consumer import StreamConsumer
+    from tests.conftest import AuthActions
+    from tests.test_usage_stream import count, usage_row
+
+    app = create_app()
+    with app.app_context():
+        db.create_all()
+    user_id = AuthActions(app.test_client()).signup()["user"]["id"]
+    niceness = []
+    insert_now = StreamConsumer._insert_now
+
+    def recording(self, rows):
+        niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        insert_now(self, rows)
+
+    StreamConsumer._insert_now = recording
+    app.extensions["usage_writer"].add(usage_row(user_id, 1))
+    deadline = time.monotonic() + 20
+    while count(app) < 1 and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    print(count(app), niceness[0], os.getpriority(os.PRIO_PROCESS, os.getpid()))
+    """
+)
+
+
+@stream_only
+def test_under_gevent_the_consumer_inserts_from_a_thread_at_a_lower_priority(backend, tmp_path):
+    # The worker's requests keep the core first; the batch insert runs in a native thread beneath them.
+    output = run_in_fresh_app(_CONSUMER_UNDER_GEVENT, tmp_path, redis_url=backend["REDIS_URL"])
+    written, inserting, main = map(int, output.split())
+    assert written == 1
+    assert inserting == min(19, main + BACKGROUND_NICENESS) and inserting > main
