@@ -6,11 +6,11 @@ every request of that worker for as long as it takes (450 usage rows on SQLite: 
 hub's native threads instead, the calling greenlet waits and the others go on; the database driver
 releases the GIL while it waits on the disk or the network.
 
-Background writes (usage and audit rows) go to threads of their own at a lower OS priority: on a busy
-core, a thread at the worker's own priority took the CPU, and the GIL, from requests as often as it
-could, and a call that overlapped a flush of 100 rows waited ~1 ms longer. At BACKGROUND_NICENESS the
-scheduler runs the request thread first whenever it is ready, and still gives a flush about a tenth of a
-saturated core, several times what it needs (bench/README.md, "Flushes at a lower priority").
+Background writes (usage and audit rows) go to threads of their own at a lower OS priority: at the
+worker's own priority a flush competed with the requests for the one core and the GIL on equal terms, and
+a call that overlapped a flush of 100 rows took 0.5-1 ms longer. At BACKGROUND_NICENESS the scheduler runs
+the request thread first whenever it is ready, and still gives a flush about a tenth of a saturated core,
+several times what it needs (bench/README.md, "Flushes at a lower priority").
 """
 
 from __future__ import annotations
