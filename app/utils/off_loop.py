@@ -37,7 +37,7 @@ def gevent_active() -> bool:
 def run_off_loop(work: Callable[[], _T], *, background: bool = False) -> _T:
     """`work()` in a native thread under gevent (its exception re-raised here); in this thread otherwise.
 
-    background: work nobody waits for (batched writes) runs in a thread at a lower OS priority.
+    background: batched writes, which can wait for the requests, run in a thread at a lower OS priority.
     """
     if not gevent_active():
         return work()
@@ -48,20 +48,16 @@ def run_off_loop(work: Callable[[], _T], *, background: bool = False) -> _T:
     return gevent.get_hub().threadpool.apply(work)
 
 
-def lower_this_thread_priority() -> None:
-    """Set this OS thread's nice value BACKGROUND_NICENESS above the process's main thread's. Linux only:
-    there a nice value belongs to one thread; elsewhere setpriority() would lower the whole process."""
-    if sys.platform != "linux":
-        return
-    try:
-        wanted = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + BACKGROUND_NICENESS)
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), wanted)
-    except OSError:  # not allowed here (a sandbox): the work runs all the same
-        pass
-
-
 def _at_lower_priority(work: Callable[[], _T]) -> _T:
-    lower_this_thread_priority()  # each time: cheap, and a thread the pool starts later is lowered too
+    """`work()` once this OS thread's nice value is BACKGROUND_NICENESS above the main thread's. Set before
+    each call (two system calls), so a thread the pool starts later is lowered too. Linux only: there a
+    nice value belongs to one thread; elsewhere setpriority() would lower the whole process."""
+    if sys.platform == "linux":
+        try:
+            wanted = min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + BACKGROUND_NICENESS)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), wanted)
+        except OSError:  # not allowed here (a sandbox): the work runs all the same
+            pass
     return work()
 
 
