@@ -48,6 +48,19 @@ def run_off_loop(work: Callable[[], _T], *, background: bool = False) -> _T:
     return gevent.get_hub().threadpool.apply(work)
 
 
+def start_daemon(target: Callable[[], Any], *, name: str) -> None:
+    """Run `target()` alongside the caller, which does not wait for it: a daemon thread, or under gevent a
+    bare greenlet, which is what gevent makes of a thread anyway, without the Thread object and the
+    start-up handshake that switches to the event loop and back (18 against 10 µs here, twice a stream).
+    `target` must handle its own exceptions (under gevent an escaped one is printed by the hub)."""
+    if gevent_active():
+        import gevent
+
+        gevent.spawn_raw(target)
+        return
+    threading.Thread(target=target, name=name, daemon=True).start()
+
+
 def _at_lower_priority(work: Callable[[], _T]) -> _T:
     """`work()` once this OS thread's nice value is BACKGROUND_NICENESS above the main thread's. Set before
     each call (two system calls), so a thread the pool starts later is lowered too. Linux only: there a

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from app.errors import ProviderError
+from app.utils.off_loop import start_daemon
 
 HEARTBEAT = object()  # yielded while the upstream is silent; the route writes an SSE comment
 PRODUCER_EXIT_WAIT = 5.0  # seconds the relay waits for an interrupted producer before closing anyway
@@ -59,7 +60,7 @@ def relay(
                 close_source(source)  # left early: the upstream is let go from this side, never mid-read
             finished.set()
 
-    threading.Thread(target=produce, name=f"relay-{provider}", daemon=True).start()
+    start_daemon(produce, name=f"relay-{provider}")
     deadline = time.monotonic() + first_chunk_timeout
     waiting_for_first = True
     try:

@@ -22,7 +22,6 @@ import contextlib
 import http.client
 import select
 import socket
-import threading
 import types
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -38,6 +37,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from app.errors import ProviderError
 from app.providers.base import HttpRequest, ProviderAdapter
 from app.utils import header_block
+from app.utils.off_loop import start_daemon
 
 MAX_ERROR_BODY = 64 * 1024  # an error page is read only this far before it is classified
 READ_SIZE = 64 * 1024
@@ -318,7 +318,7 @@ def recycle(response: ProviderResponse) -> None:
     """
     if response.closed:
         return
-    threading.Thread(target=response.drain_conn, name="drain-upstream", daemon=True).start()
+    start_daemon(response.drain_conn, name="drain-upstream")
 
 
 def _read_bounded(response: ProviderResponse) -> bytes:
