@@ -231,3 +231,57 @@ def test_no_access_record_is_built_when_gunicorn_has_no_access_log():
     handler.server.log.access_log_enabled = True
     with pytest.raises(AssertionError, match="record was built"):
         handler.log_request()
+
+
+class _PartialSocket:
+    """A client socket whose send() takes at most `room` bytes, or fails as a departed client's does."""
+
+    def __init__(self, room: int, error: OSError | None = None) -> None:
+        self.room, self.error = room, error
+        self.received = bytearray()
+        self.sendall_calls = 0
+
+    def send(self, data) -> int:
+        if self.error is not None:
+            raise self.error
+        taken = bytes(data[: self.room])
+        self.received += taken
+        return len(taken)
+
+    def sendall(self, data) -> None:
+        self.sendall_calls += 1
+        if self.error is not None:
+            raise self.error
+        self.received += bytes(data)
+
+
+def _writing_handler(sock: _PartialSocket):
+    from gevent_worker.serving import KeepAliveHandler
+
+    handler = KeepAliveHandler.__new__(KeepAliveHandler)  # no connection needed to write
+    handler.socket, handler.response_length, handler.code = sock, 0, 200
+    return handler
+
+
+def test_a_write_is_one_send_and_what_it_did_not_take_follows_whole():
+    # gevent's sendall() costs a system call and a deadline per write; one send() usually takes a chunk.
+    whole = _PartialSocket(room=1 << 20)
+    handler = _writing_handler(whole)
+    handler._sendall(b"data: chunk\n\n")
+    assert whole.received == b"data: chunk\n\n" and whole.sendall_calls == 0
+    assert handler.response_length == len(b"data: chunk\n\n")
+
+    partial = _PartialSocket(room=3)
+    handler = _writing_handler(partial)
+    handler._sendall(bytearray(b"0123456789"))
+    assert partial.received == b"0123456789" and partial.sendall_calls == 1
+    assert handler.response_length == 10
+
+
+def test_a_write_to_a_departed_client_fails_as_pywsgi_reports_it():
+    gone = _PartialSocket(room=0, error=BrokenPipeError(32, "Broken pipe"))
+    handler = _writing_handler(gone)
+    with pytest.raises(BrokenPipeError):
+        handler._sendall(b"data: chunk\n\n")
+    assert handler.code == -200 and handler.status.startswith("socket error")
+    assert handler.response_length == 0
