@@ -94,11 +94,9 @@ class KeepAliveHandler(PyWSGIHandler):
             sent = self.socket.send(data)
         except OSError:
             sent = 0  # sendall() meets the same error and reports it as pywsgi does
-        if sent == len(data):
-            self.response_length += sent
-            return
         self.response_length += sent
-        super()._sendall(memoryview(data)[sent:])
+        if sent < len(data):
+            super()._sendall(memoryview(data)[sent:])
 
     def log_request(self) -> None:
         # gunicorn's handler builds an access record for every response (timestamps, a response object,
