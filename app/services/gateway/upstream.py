@@ -22,6 +22,7 @@ import contextlib
 import http.client
 import select
 import socket
+import sys
 import types
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -30,14 +31,15 @@ import orjson
 import urllib3
 from gevent import monkey
 from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.exceptions import HTTPError as Urllib3Error
-from urllib3.exceptions import NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from app.errors import ProviderError
 from app.providers.base import HttpRequest, ProviderAdapter
+from app.services.gateway.provider_connect import address_family, connect_to_address
 from app.utils import header_block
-from app.utils.off_loop import start_daemon
+from app.utils.off_loop import gevent_active, start_daemon
 
 MAX_ERROR_BODY = 64 * 1024  # an error page is read only this far before it is classified
 READ_SIZE = 64 * 1024
@@ -86,13 +88,32 @@ class _Response(http.client.HTTPResponse):
 
 
 class _ProviderConnection:
-    """What the provider connections change in urllib3's: the reuse check, the response class, and a
-    request sent in one write."""
+    """What the provider connections change in urllib3's: a new connection to an IP address under gevent,
+    the reuse check, the response class, and a request sent in one write."""
 
     sock: object
     response_class = _Response
     _body_follows = False
     _held_head: bytes | None = None
+
+    def _new_conn(self) -> socket.socket:
+        """urllib3's, except that under gevent a connection to an IP address does not wait for the event
+        loop's turn once its handshake is done (provider_connect.py); names are resolved and connected by
+        urllib3."""
+        family = address_family(self._dns_host) if gevent_active() and not self.source_address else None
+        if family is None:
+            return super()._new_conn()  # type: ignore[misc]
+        timeout = self.timeout if isinstance(self.timeout, int | float) else None
+        try:
+            sock = connect_to_address(family, self._dns_host, self.port, timeout, self.socket_options)
+        except TimeoutError as error:  # urllib3's errors, as its own _new_conn() raises them
+            raise ConnectTimeoutError(
+                self, f"Connection to {self.host} timed out. (connect timeout={self.timeout})"
+            ) from error
+        except OSError as error:
+            raise NewConnectionError(self, f"Failed to establish a new connection: {error}") from error
+        sys.audit("http.client.connect", self, self.host, self.port)
+        return sock
 
     @property
     def is_connected(self) -> bool:  # urllib3 asks before reusing a pooled connection
