@@ -46,7 +46,7 @@ def connect_to_address(
         sock.setblocking(False)
         error = sock.connect_ex((host.strip("[]"), port))
         if error in _IN_PROGRESS:
-            if not _writable_now(sock):
+            if not ready_now(sock, select.POLLOUT):
                 wait_write(sock.fileno(), timeout=timeout, timeout_exc=TimeoutError("timed out"))
             error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if error:
@@ -58,7 +58,9 @@ def connect_to_address(
         raise
 
 
-def _writable_now(sock: socket.socket) -> bool:
+def ready_now(sock: object, events: int) -> bool:
+    """Whether the socket has any of the poll() `events` now. The operating system's poll() with a zero
+    timeout: gevent's would build watchers and yield to the hub for a check that never waits."""
     poller = _os_poll()
-    poller.register(sock, select.POLLOUT)
+    poller.register(sock, events)
     return bool(poller.poll(0))

@@ -29,7 +29,6 @@ from urllib.parse import urlsplit
 
 import orjson
 import urllib3
-from gevent import monkey
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.exceptions import HTTPError as Urllib3Error
@@ -37,7 +36,7 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from app.errors import ProviderError
 from app.providers.base import HttpRequest, ProviderAdapter
-from app.services.gateway.provider_connect import address_family, connect_to_address
+from app.services.gateway.provider_connect import address_family, connect_to_address, ready_now
 from app.utils import header_block
 from app.utils.off_loop import gevent_active, start_daemon
 
@@ -51,16 +50,12 @@ RESPONSE_BUFFER = 2048
 ONE_WRITE_BODY = 64 * 1024  # a request body up to this size is sent in the same write as the head
 
 
-_os_poll = monkey.get_original("select", "poll")  # the real one, also after gevent patched select
 MAX_ROUTES = 4096  # URL -> pool entries; providers use a handful of URLs per model
 
 
 def _open_now(sock: object) -> bool:
-    """A pooled connection is reusable if nothing is readable on it: no data, no close from the peer.
-    poll() with a zero timeout never blocks, so calling the OS directly is safe under gevent."""
-    poller = _os_poll()
-    poller.register(sock, select.POLLIN)
-    return not poller.poll(0)
+    """A pooled connection is reusable if nothing is readable on it: no data, no close from the peer."""
+    return not ready_now(sock, select.POLLIN)
 
 
 class _BufferedSocket:
