@@ -40,7 +40,7 @@ _UNDER_GEVENT = textwrap.dedent(
         second.connect()
         print("connected")
     except ConnectTimeoutError:
-        print("timeout", round(time.monotonic() - started, 1))
+        print("timeout", time.monotonic() - started)
 
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
@@ -68,6 +68,7 @@ def test_under_gevent_a_connection_to_an_ip_address_goes_on_without_a_switch(tmp
     # Connected, no other greenlet ran meanwhile (gevent's connect() waited for the loop's turn), and the
     # socket keeps the timeout for its reads.
     assert connected == "True 0 5.0"
-    assert timed_out in ("timeout 0.3", "timeout 0.4")
+    outcome, waited = timed_out.split()
+    assert outcome == "timeout" and 0.25 < float(waited) < 5
     assert refused == "refused True"
     assert named == "name: timeout"

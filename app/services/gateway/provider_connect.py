@@ -2,11 +2,11 @@
 when the handshake is already done.
 
 gevent's connect() sends the SYN and, told EINPROGRESS, waits for the socket to turn writable: the greenlet
-goes behind every other greenlet that is ready to run. To a provider on the same host or network (Ollama,
-vLLM, the benchmark's mock) the handshake is done by the time connect() returns, yet the request still
-waited its turn: in (c)'s first burst of 256 calls the ~190 that opened a connection sent their request a
-median 19 ms after the others' set-ups instead of at once (bench/README.md). Here a zero-timeout poll asks
-first, and only a handshake still under way (a remote provider) waits.
+goes behind every other greenlet that is ready to run. To a provider on the same host (Ollama, vLLM, the
+benchmark's mock) the handshake is done by the time connect() returns, yet the request still waited its
+turn: in (c)'s first burst of 256 calls the ~190 that opened a connection sent their request a median 19 ms
+after asking for the connection, where the others sent theirs at once (bench/README.md). Here a
+zero-timeout poll asks first, and only a handshake still under way (a provider across a network) waits.
 """
 
 from __future__ import annotations
