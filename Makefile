@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install install-dev run serve cluster test lint format bench bench-smoke bench-external bench-instructions clean
+.PHONY: install install-dev run serve cluster test lint format bench bench-floor bench-smoke bench-external bench-instructions clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,10 @@ bench-external: install-dev
 # Side-by-side benchmark against nginx, LiteLLM and Portkey on loopback (several minutes): bench/README.md
 bench: install
 	$(BIN)/python bench/run.py
+
+# The gateway beside a bare Flask relay under the same server (what the framework alone costs): bench/README.md
+bench-floor: install
+	$(BIN)/python bench/run.py --targets direct,flask,gateway --output bench/results/floor.md
 
 # Every scenario for a few seconds against the gateway alone; fails if any errors (CI runs it).
 bench-smoke: install

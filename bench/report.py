@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 
-ORDER = ["direct", "nginx", "gateway", "litellm", "portkey"]
+ORDER = ["direct", "nginx", "flask", "gateway", "litellm", "portkey"]
 OURS = "gateway"
 
 # key, label, better ("lower"/"higher"), how sweeps combine, format
@@ -116,6 +116,11 @@ def render(
         "rows count them, so a p99 next to a non-zero count there is optimistic. In (c), direct shows how much "
         "of the ideal 512/s a 20 s window leaves (the last in-flight round is not counted).",
     ]
+    if "flask" in names:
+        lines[-1] += (
+            " The bare Flask relay (bench/flask_floor.py, `make bench-floor`) is the floor for a gateway built "
+            "on this server, framework and HTTP client: it does none of the gateway's work."
+        )
     lines += ["", "## Targets and versions", ""]
     for name in names:
         extra = f"; {notes[name]}" if notes.get(name) else ""

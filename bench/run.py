@@ -34,9 +34,12 @@ GATEWAY_VENV = BENCH_DIR / ".venv-gateway"
 RESULTS_DIR = BENCH_DIR / "results"
 RUN_DIR = BENCH_DIR / ".run"
 ALL_TARGETS = ["direct", "nginx", "gateway", "litellm", "portkey"]
+# Not in the default sweep: `make bench-floor` adds it (bench/flask_floor.py).
+FLOOR_TARGET = "flask"
 LABELS = {
     "direct": "direct",
     "nginx": "nginx",
+    "flask": "bare Flask relay",
     "gateway": "Multi-LLM API",
     "litellm": "LiteLLM",
     "portkey": "Portkey",
@@ -143,6 +146,8 @@ def start_target(name: str, mock: Target, args: argparse.Namespace) -> Target:
         return targets.start_nginx(run_dir, mock)
     if name == "gateway":
         return targets.start_gateway(run_dir, mock, args.app_python, args.workers, scenarios.MODELS)
+    if name == FLOOR_TARGET:
+        return targets.start_flask_floor(run_dir, mock, args.app_python, args.workers, scenarios.MODELS)
     if name == "litellm":
         return targets.start_litellm(run_dir, mock, scenarios.MODELS)
     if name == "portkey":
@@ -159,7 +164,9 @@ def parse_args() -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--smoke", action="store_true", help="every scenario ~2 s, direct and gateway only")
-    parser.add_argument("--targets", default="", help=f"comma-separated subset of {','.join(ALL_TARGETS)}")
+    parser.add_argument(
+        "--targets", default="", help=f"comma-separated, of {','.join([*ALL_TARGETS, FLOOR_TARGET])}"
+    )
     parser.add_argument("--sweeps", type=int, default=0, help="how many times to run the whole sweep")
     parser.add_argument(
         "--app-python",

@@ -307,6 +307,38 @@ def start_gateway(run_dir: Path, upstream: Target, python: str, workers: int, mo
     return target
 
 
+def start_flask_floor(
+    run_dir: Path, upstream: Target, python: str, workers: int, models: list[str]
+) -> Target:
+    """A bare Flask relay (bench/flask_floor.py) served as the gateway is: what server, framework and HTTP
+    client cost before any of the gateway's own work."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "GUNICORN_WORKERS": str(workers),
+        "FLOOR_UPSTREAM": upstream.base_url,
+        "FLOOR_API_KEY": MOCK_API_KEY,
+    }
+    target = Target("flask", "bare Flask relay (the floor)", base_url=f"http://127.0.0.1:{port}/v1")
+    target.spawn(
+        pinned(
+            [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--pythonpath", "bench", "flask_floor:app"]
+        ),
+        run_dir / "flask.log",
+        env=env,
+        cwd=REPO_DIR,
+    )
+    probe = "import flask, urllib3; print(f'Flask {flask.__version__}, urllib3 {urllib3.__version__}')"
+    found = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
+    target.version = found.stdout.strip() or "?"
+    worker_class = env.get("GUNICORN_WORKER_CLASS") or "gevent_worker.Worker (gevent)"
+    target.note = f"bench/flask_floor.py; gunicorn.conf.py, {workers} worker(s), {worker_class}; nothing else"
+    target.wait_ready(models[0], timeout_s=30)
+    return target
+
+
 def _gateway_credential(api: str) -> tuple[str, str]:
     """Register a bench user; its API key, or its JWT where /api/keys does not exist, and which."""
     user = {

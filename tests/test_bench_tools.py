@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 
 import mock_upstream
 import report
+import targets
 from stream_client import run_streams
 
 
@@ -90,6 +91,21 @@ def test_stream_client_sees_every_chunk_and_usage_chunk_is_last(mock_url: str) -
 def test_stream_client_reports_a_short_stream_as_incomplete(mock_url: str) -> None:
     outcome = asyncio.run(run_streams(f"{mock_url}/chat/completions", {}, "mock-c3-i1", 2, 1))
     assert outcome.complete(mock_upstream.expected_stream_text(4)) == 0
+
+
+def test_flask_floor_relays_calls_and_streams_under_the_production_server(
+    mock_url: str, tmp_path: Path
+) -> None:
+    upstream = targets.Target("direct", "mock", base_url=mock_url)
+    floor = targets.start_flask_floor(tmp_path, upstream, sys.executable, 1, ["mock"])  # waits for a 200
+    try:
+        assert "gevent_worker.Worker" in (tmp_path / "flask.log").read_text()
+        outcome = asyncio.run(run_streams(floor.chat_url, {}, "mock-c5-i1", 4, 1))
+        assert outcome.complete(mock_upstream.expected_stream_text(5)) == 4
+        assert all(r.content_events == 5 for r in outcome.results)
+    finally:
+        floor.stop()
+    assert not floor.root_pids()
 
 
 def test_report_ratios_and_added_latency() -> None:
