@@ -49,7 +49,7 @@ bench-external: install-dev
 bench: install
 	$(BIN)/python bench/run.py
 
-# The gateway beside a bare Flask relay under the same server (what the framework alone costs): bench/README.md
+# The gateway beside a bare Flask relay under the same server (what server and framework cost): bench/README.md
 bench-floor: install
 	$(BIN)/python bench/run.py --targets direct,flask,gateway --output bench/results/floor.md
 

@@ -118,8 +118,8 @@ def render(
     ]
     if "flask" in names:
         lines[-1] += (
-            " The bare Flask relay (bench/flask_floor.py, `make bench-floor`) is the floor for a gateway built "
-            "on this server, framework and HTTP client: it does none of the gateway's work."
+            " The bare Flask relay (bench/flask_floor.py, `make bench-floor`) shows what this server, Flask and "
+            "an ordinary urllib3 relay cost before any of the gateway's work."
         )
     lines += ["", "## Targets and versions", ""]
     for name in names:
