@@ -14,6 +14,7 @@ valgrind happens to run.
 
     python bench/call_cost.py                 # chat calls: M instructions per call
     python bench/call_cost.py --stream 50     # streamed calls of 50 chunks
+    python bench/call_cost.py --stream 50 --interval 20   # ... 20 ms apart: the relay waits for each
     python bench/call_cost.py --cpu           # no valgrind: CPU time per call (noisy here)
 """
 
@@ -45,7 +46,7 @@ WARM_UP = 30
 FLUSH_EVERY = 100  # calls per usage batch: about what one second holds at full speed on one core
 
 
-def _make_call(run_dir: Path, stream_chunks: int):
+def _make_call(run_dir: Path, stream_chunks: int, interval_ms: int = 0):
     """Start the mock and the app; return a function that makes one call, the mock and the app."""
     mock = targets.start_mock(run_dir)
     os.environ.update(
@@ -90,7 +91,8 @@ def _make_call(run_dir: Path, stream_chunks: int):
 
     messages = [{"role": "user", "content": "hi"}]
     if stream_chunks:
-        payload = {"model": f"openai/mock-c{stream_chunks}-i0", "stream": True, "messages": messages}
+        model = f"openai/mock-c{stream_chunks}-i{interval_ms}"
+        payload = {"model": model, "stream": True, "messages": messages}
     else:
         payload = {"model": "openai/mock", "messages": messages}
     body = orjson.dumps(payload)
@@ -112,11 +114,11 @@ def _make_call(run_dir: Path, stream_chunks: int):
     return call, mock, app
 
 
-def run_inner(calls: int, stream_chunks: int, cpu: bool) -> None:
+def run_inner(calls: int, stream_chunks: int, interval_ms: int, cpu: bool) -> None:
     from app.services.lifecycle import flush_writers
 
     with tempfile.TemporaryDirectory(prefix="call-cost-") as run_dir:
-        call, mock, app = _make_call(Path(run_dir), stream_chunks)
+        call, mock, app = _make_call(Path(run_dir), stream_chunks, interval_ms)
         try:
             for _ in range(WARM_UP):
                 call()
@@ -143,16 +145,23 @@ def main() -> int:
     parser.add_argument(
         "--stream", type=int, default=0, metavar="CHUNKS", help="streamed calls of CHUNKS chunks"
     )
+    parser.add_argument(
+        "--interval",
+        type=int,
+        default=0,
+        metavar="MS",
+        help="with --stream: the chunks MS apart, not at once",
+    )
     parser.add_argument("--cpu", action="store_true", help="measure CPU time instead (no valgrind)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        run_inner(args.calls, args.stream, args.cpu)
+        run_inner(args.calls, args.stream, args.interval, args.cpu)
         return 0
     # The calls run in a child patched by gevent before anything is imported, as gunicorn's gevent
     # worker is (streams relay through greenlets there).
     inner = [sys.executable, "-m", "gevent.monkey", __file__, "--inner", f"--calls={args.calls}"]
-    inner.append(f"--stream={args.stream}")
+    inner += [f"--stream={args.stream}", f"--interval={args.interval}"]
     if args.cpu:
         return subprocess.run([*inner, "--cpu"], check=False).returncode
     valgrind = shutil.which("valgrind")
@@ -177,6 +186,8 @@ def main() -> int:
         print(done.stderr[-3000:], file=sys.stderr)
         return 1
     kind = f"streamed call of {args.stream} chunks" if args.stream else "chat call"
+    if args.stream and args.interval:
+        kind += f" {args.interval} ms apart"
     print(f"{int(collected.group(1)) / args.calls / 1e6:.3f} M instructions per {kind} ({args.calls} calls)")
     return 0
 

@@ -120,7 +120,7 @@ def test_report_ratios_and_added_latency() -> None:
     assert "| 0.10x |" in page  # added p50: 1.0 over LiteLLM's 10.0
 
 
-@pytest.mark.parametrize("extra", [[], ["--stream", "3"]])
+@pytest.mark.parametrize("extra", [[], ["--stream", "3"], ["--stream", "3", "--interval", "5"]])
 def test_call_cost_drives_real_calls_through_the_gateway(extra: list[str]) -> None:
     # Without valgrind it times the calls instead; either way every call must come back 200.
     script = Path(__file__).resolve().parent.parent / "bench" / "call_cost.py"
