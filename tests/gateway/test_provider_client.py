@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import ssl
 import threading
+import time
 
 import pytest
 import trustme
@@ -90,6 +91,37 @@ def test_headers_and_a_stream_larger_than_the_read_buffer_arrive_whole():
             assert response.headers["X-Big"] == big and response.headers["X-Big-Too"] == big
             assert list(upstream.iter_lines(response, "test")) == lines
         assert pool.num_connections == 1  # the second call reused the first one's connection
+    finally:
+        server.join(5)
+        listener.close()
+
+
+def test_an_answer_that_closes_the_connection_is_read_to_its_end():
+    # http.client gives such a connection's socket to the response and drops its own at once: the socket
+    # stays open while the response's file is, as socket.makefile() arranges (it counts its files).
+    body = b'{"ok": true, "pad": "' + b"x" * 5000 + b'"}'
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body)
+            conn.sendall(head)
+            for offset in range(0, len(body), 1000):  # the body after the head was read, in pieces
+                time.sleep(0.02)
+                conn.sendall(body[offset : offset + 1000])
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    client = ProviderClient(connect_timeout=1.0)
+    pool, path = client.route(f"http://127.0.0.1:{port}/v1/chat/completions")
+    try:
+        response = upstream.exchange(pool, "GET", path, None, {}, 1.0, 5.0)
+        assert upstream.read_json(response, "test") == {"ok": True, "pad": "x" * 5000}
     finally:
         server.join(5)
         listener.close()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import io
 import select
 import socket
 import sys
@@ -65,7 +66,20 @@ class _BufferedSocket:
         self._sock = sock
 
     def makefile(self, mode: str) -> object:
-        return self._sock.makefile(mode, RESPONSE_BUFFER)
+        reader = io.BufferedReader(_SocketReader(self._sock, "rb"), RESPONSE_BUFFER)
+        self._sock._io_refs += 1  # type: ignore[attr-defined]  # as socket.makefile() counts its files
+        return reader
+
+
+class _SocketReader(socket.SocketIO):
+    """socket.makefile()'s raw file, whose readinto() first asks whether it is closed, readable, timed out
+    before, or non-blocking: checks a file object needs in general and the response never does (it is
+    read while open, from a blocking socket, and dropped after a timeout). 3 % of a proxied call's
+    instructions. Closing it lets the socket go as socket.SocketIO does, so an answer that closes the
+    connection is still read to its end."""
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        return self._sock.recv_into(buffer)
 
 
 class _Response(http.client.HTTPResponse):
