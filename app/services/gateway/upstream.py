@@ -74,7 +74,7 @@ class _BufferedSocket:
 class _SocketReader(socket.SocketIO):
     """socket.makefile()'s raw file, whose readinto() first asks whether it is closed, readable, timed out
     before, or non-blocking: checks a file object needs in general and the response never does (it is
-    read while open, from a blocking socket, and dropped after a timeout). 3 % of a proxied call's
+    read while open, from a blocking socket, and dropped after a timeout). 3-7 % of a proxied call's
     instructions. Closing it lets the socket go as socket.SocketIO does, so an answer that closes the
     connection is still read to its end."""
 
