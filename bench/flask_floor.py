@@ -1,9 +1,10 @@
-"""The floor under any Flask gateway: a bare Flask app that relays chat calls to the mock with urllib3.
+"""A bare Flask app that relays chat calls to the mock with urllib3: a gateway on this stack, minus its work.
 
 Served as the gateway is served (gunicorn.conf.py: its worker class, one worker on the gateway's core), with
 none of the gateway's work: no authentication, limits, routing, usage, stream deadlines or heartbeats, no
-error mapping. What it costs is what the server, Flask and the HTTP client cost; a figure the gateway
-cannot beat by changing its own code. `make bench-floor` (bench/README.md).
+error mapping. What it costs is what the server, Flask and an ordinary use of urllib3 cost. Not a hard
+floor: the gateway's provider client does less per call than PoolManager.request. `make bench-floor`
+(bench/README.md).
 
 Settings: FLOOR_UPSTREAM (the mock's base URL, ending in /v1) and FLOOR_API_KEY.
 """
