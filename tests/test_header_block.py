@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.parser
 import http.client
 import io
+import socket
 
 import pytest
 from gevent.pywsgi import OldMessage
@@ -109,12 +110,12 @@ def test_any_block_comes_out_the_same(lines, newline, rest):
     assert_same(b"".join(line.replace(b"\n", b"") + newline for line in lines) + newline + rest)
 
 
-class _RawSocket:
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-
-    def makefile(self, mode: str, *args) -> io.BytesIO:
-        return io.BytesIO(self.raw)
+def _RawSocket(raw: bytes) -> socket.socket:
+    """A socket that reads `raw` and then its end (the provider client's response reads the socket itself)."""
+    ours, theirs = socket.socketpair()
+    with theirs:
+        theirs.sendall(raw)
+    return ours
 
 
 RESPONSES = [
@@ -136,12 +137,14 @@ def test_the_provider_clients_response_reads_as_http_clients(raw):
 
     answers = []
     for response_class in (_Response, http.client.HTTPResponse):
-        response = response_class(_RawSocket(raw), method="GET")
-        response.begin()
-        fields = ("status", "reason", "version", "chunked", "chunk_left", "length", "will_close")
-        answers.append(
-            ({name: getattr(response, name) for name in fields}, response.getheaders(), response.read())
-        )
+        with _RawSocket(raw) as sock:
+            response = response_class(sock, method="GET")
+            response.begin()
+            fields = ("status", "reason", "version", "chunked", "chunk_left", "length", "will_close")
+            answers.append(
+                ({name: getattr(response, name) for name in fields}, response.getheaders(), response.read())
+            )
+            response.close()
     assert answers[0] == answers[1]
 
 
@@ -157,8 +160,10 @@ def test_the_server_and_the_provider_client_read_common_headers_without_the_emai
     assert (
         isinstance(request, OldMessage) and request.getheader("content-length") == "2" and not request.status
     )
-    response = _Response(_RawSocket(RESPONSES[0]), method="POST")
-    response.begin()
-    assert response.length == 2 and response.read() == b"{}"
+    with _RawSocket(RESPONSES[0]) as sock:
+        response = _Response(sock, method="POST")
+        response.begin()
+        assert response.length == 2 and response.read() == b"{}"
+        response.close()
     with pytest.raises(AssertionError, match="email package"):  # folded lines still take its path
         header_block.parse_headers(io.BytesIO(b"A: b\r\n c\r\n\r\n"))
