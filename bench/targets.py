@@ -301,8 +301,7 @@ def start_gateway(run_dir: Path, upstream: Target, python: str, workers: int, mo
         time.sleep(0.3)
     credential, kind = _gateway_credential(api)
     target.headers = {"Authorization": f"Bearer {credential}"}
-    worker_class = env.get("GUNICORN_WORKER_CLASS") or "gevent_worker.Worker (gevent)"
-    target.note = f"gunicorn.conf.py, {workers} worker(s), {worker_class}; rate limits on; calls authenticated by {kind}"
+    target.note = f"{_served_as(env, workers)}; rate limits on; calls authenticated by {kind}"
     target.wait_ready(models[0], timeout_s=30)
     return target
 
@@ -321,7 +320,7 @@ def start_flask_floor(
         "FLOOR_UPSTREAM": upstream.base_url,
         "FLOOR_API_KEY": MOCK_API_KEY,
     }
-    target = Target("flask", "bare Flask relay (the floor)", base_url=f"http://127.0.0.1:{port}/v1")
+    target = Target("flask", "bare Flask relay", base_url=f"http://127.0.0.1:{port}/v1")
     target.spawn(
         pinned(
             [python, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--pythonpath", "bench", "flask_floor:app"]
@@ -333,10 +332,15 @@ def start_flask_floor(
     probe = "import flask, urllib3; print(f'Flask {flask.__version__}, urllib3 {urllib3.__version__}')"
     found = subprocess.run([python, "-c", probe], capture_output=True, text=True, check=False)
     target.version = found.stdout.strip() or "?"
-    worker_class = env.get("GUNICORN_WORKER_CLASS") or "gevent_worker.Worker (gevent)"
-    target.note = f"bench/flask_floor.py; gunicorn.conf.py, {workers} worker(s), {worker_class}; nothing else"
+    target.note = f"bench/flask_floor.py; {_served_as(env, workers)}; nothing else"
     target.wait_ready(models[0], timeout_s=30)
     return target
+
+
+def _served_as(env: dict[str, str], workers: int) -> str:
+    """How gunicorn.conf.py serves an app under `env`, for the results page."""
+    worker_class = env.get("GUNICORN_WORKER_CLASS") or "gevent_worker.Worker (gevent)"
+    return f"gunicorn.conf.py, {workers} worker(s), {worker_class}"
 
 
 def _gateway_credential(api: str) -> tuple[str, str]:
