@@ -157,10 +157,10 @@ class _AlarmWait(_TimedWait):
         self._timer.start(self._ring)
 
     def _ring(self) -> None:  # in the event loop: nothing here may block
-        self.close()
         if time.monotonic() < self._due:
-            self._set(self._due)
+            self._set(self._due)  # replaces the timer that rang
         else:
+            self.close()
             start_daemon(self._wake, name="relay-alarm")
 
     def _wake(self) -> None:
