@@ -8,12 +8,13 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from app.extensions import db
-from app.models import ExternalCall
+from app.models import ExternalCall, UsageRecord
 from app.models.user import utcnow
 from app.services.batch_writer import BatchWriter
 from app.utils.off_loop import BACKGROUND_NICENESS
 from tests.conftest import AuthActions
 from tests.fresh_app import run_in_fresh_app
+from tests.test_usage_stream import usage_row
 
 
 def _row(user_id: int, i: int) -> dict:
@@ -60,15 +61,54 @@ def test_rows_from_many_threads_are_written_once_each(app):
         assert db.session.scalar(select(func.count(func.distinct(ExternalCall.path)))) == 800
 
 
-def test_a_failed_insert_keeps_the_rows_for_the_next_flush(app):
+def _unreachable_database(backend: dict, tmp_path: Path) -> str:
+    if backend["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        (tmp_path / "a-file").write_text("not a directory")
+        return f"sqlite:///{tmp_path}/a-file/nothing.db"
+    return "postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2"  # nothing listens on port 1
+
+
+def test_a_failed_insert_keeps_the_rows_for_the_next_flush(app, make_app, backend, tmp_path):
+    user_id = AuthActions(app.test_client()).signup()["user"]["id"]
+    down = make_app(SQLALCHEMY_DATABASE_URI=_unreachable_database(backend, tmp_path))
+    writer = BatchWriter(down, ExternalCall, interval=60)
+    writer.add(_row(user_id, 1))
+    writer.add(_row(user_id, 2))
+    assert writer.flush() == 0
+    assert writer.pending() == 2 and writer.dropped == 0  # the database is down, the rows are fine
+    writer.app = app  # the database is back
+    assert writer.flush() == 2 and _count(app) == 2 and writer.pending() == 0
+
+
+def test_a_row_the_database_refuses_is_dropped_and_the_others_written(app):
     user_id = AuthActions(app.test_client()).signup()["user"]["id"]
     writer = BatchWriter(app, ExternalCall, interval=60)
-    writer.add({**_row(user_id, 1), "method": None})  # violates NOT NULL: the batch fails
-    assert writer.flush() == 0
-    assert writer.pending() == 1
-    writer._pending.clear()
-    writer.add(_row(user_id, 2))
-    assert writer.flush() == 1 and _count(app) == 1
+    writer.add(_row(user_id, 1))
+    writer.add({**_row(user_id, 2), "method": None})  # violates NOT NULL on every backend
+    writer.add(_row(user_id, 3))
+    assert writer.flush() == 2
+    assert writer.pending() == 0 and writer.dropped == 1
+    writer.add(_row(user_id, 4))  # later flushes are not blocked by it
+    assert writer.flush() == 1
+    with app.app_context():
+        assert set(db.session.scalars(select(ExternalCall.path))) == {"/1", "/3", "/4"}
+
+
+def test_an_overlong_usage_row_does_not_block_the_usage_writes(app, backend):
+    # The chat schema admits model names longer than usage_records.model holds; PostgreSQL refuses them.
+    user_id = AuthActions(app.test_client()).signup()["user"]["id"]
+    writer = BatchWriter(app, UsageRecord, interval=60)
+    writer.add(usage_row(user_id, 1, request_id="req-ok-1"))
+    writer.add(usage_row(user_id, 2, request_id="req-long", model="mock/" + "x" * 240))
+    writer.add(usage_row(user_id, 3, request_id="req-ok-3"))
+    postgres = backend["SQLALCHEMY_DATABASE_URI"].startswith("postgresql")
+    assert writer.flush() == (2 if postgres else 3)  # SQLite does not enforce a VARCHAR's length
+    assert writer.pending() == 0 and writer.dropped == (1 if postgres else 0)
+    writer.add(usage_row(user_id, 4, request_id="req-ok-4"))
+    assert writer.flush() == 1
+    with app.app_context():
+        written = set(db.session.scalars(select(UsageRecord.request_id)))
+    assert {"req-ok-1", "req-ok-3", "req-ok-4"} <= written and ("req-long" in written) is not postgres
 
 
 def test_pending_rows_are_bounded(app):
@@ -90,7 +130,7 @@ _FLUSH_UNDER_GEVENT = textwrap.dedent(
     import gevent
     from app import create_app
     from app.extensions import db
-    from app.models import ExternalCall
+    from app.models import ExternalCall, UsageRecord
     from app.services.batch_writer import BatchWriter
     from tests.test_batch_writer import _count, _row
 

@@ -2,9 +2,11 @@
 
 Rows are queued in memory and inserted every `interval` seconds (or as soon as `max_batch` are waiting),
 one transaction per batch. A failed insert keeps the rows for the next try, up to `max_pending`; beyond
-that the oldest are dropped and counted, so a dead database cannot exhaust memory. `flush()` writes what is
-waiting now; it runs at exit and on SIGTERM through the server's shutdown hook. What a SIGKILL can lose
-is what was queued and not yet flushed: at most `interval` seconds of rows. Usage rows take this path
+that the oldest are dropped and counted, so a dead database cannot exhaust memory. A row the database
+refuses for itself (IntegrityError, DataError: a value too long, say) is dropped and counted instead, so
+it cannot block the rows behind it; the others of its batch are written one at a time. `flush()` writes
+what is waiting now; it runs at exit and on SIGTERM through the server's shutdown hook. What a SIGKILL can
+lose is what was queued and not yet flushed: at most `interval` seconds of rows. Usage rows take this path
 only without Redis (or while Redis fails); with Redis they go through stream_writer.py, which survives
 a SIGKILL.
 """
@@ -20,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask
+from sqlalchemy.exc import DataError, IntegrityError
 
 from app.extensions import db
 from app.utils.off_loop import run_off_loop
@@ -86,18 +89,55 @@ class BatchWriter:
                 if not batch:
                     return written
                 try:
-                    with self.app.app_context():
-                        # Core's executemany on the table: the ORM's bulk insert maps every row first (~20 % more CPU).
-                        db.session.execute(self.insert(self.model.__table__), batch)
-                        db.session.commit()
+                    self._commit(batch)
+                except (IntegrityError, DataError):
+                    # The database refuses some row for itself (a value too long, say): kept, it would fail
+                    # every later flush too, so write the others and drop that one.
+                    done, kept = self._commit_one_by_one(batch)
+                    written += done
+                    if kept:
+                        self._keep(kept)
+                        return written
+                    continue
                 except Exception:
                     logger.exception(
                         "batch insert into %s failed; keeping %d rows", self.model.__tablename__, len(batch)
                     )
-                    with self._lock:
-                        self._pending.extendleft(reversed(batch))
+                    self._keep(batch)
                     return written
                 written += len(batch)
+
+    def _commit(self, rows: list[dict[str, Any]]) -> None:
+        with self.app.app_context():
+            # Core's executemany on the table: the ORM's bulk insert maps every row first (~20 % more CPU).
+            db.session.execute(self.insert(self.model.__table__), rows)
+            db.session.commit()
+
+    def _commit_one_by_one(self, rows: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
+        """Write rows one at a time, dropping those the database refuses; returns (written, rows to keep).
+
+        Any other failure (the database gone meanwhile) keeps that row and the ones after it.
+        """
+        written = 0
+        for index, row in enumerate(rows):
+            try:
+                self._commit([row])
+            except (IntegrityError, DataError):
+                logger.exception("dropping a %s row the database refuses: %r", self.model.__tablename__, row)
+                with self._lock:
+                    self.dropped += 1
+            except Exception:
+                logger.exception(
+                    "insert into %s failed; keeping %d rows", self.model.__tablename__, len(rows) - index
+                )
+                return written, rows[index:]
+            else:
+                written += 1
+        return written, []
+
+    def _keep(self, rows: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._pending.extendleft(reversed(rows))
 
     def _ensure_thread(self) -> None:
         # One flusher per process; a writer inherited through fork starts its own.
