@@ -233,6 +233,8 @@ def test_someone_elses_key_is_not_found(client, auth, tokens):
         ({"name": "ci", "expires_at": "next week"}, "expires_at"),
         ({"name": "ci", "expires_at": 4102444800}, "expires_at"),
         ({"name": "ci", "key": "mla-chosen-by-me"}, "key"),
+        ({"name": "ci\x00"}, "name"),  # PostgreSQL text cannot hold U+0000
+        ({"name": "ci", "models": ["gpt-4o\x00"]}, "models.0"),
     ],
 )
 def test_create_validation(client, tokens, body, field):

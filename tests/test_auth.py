@@ -52,6 +52,26 @@ def test_register_rejects_invalid_fields(client, field, value):
     assert list(error["details"]["fields"]) == [field]
 
 
+@pytest.mark.parametrize("field", ["username", "email"])
+def test_register_refuses_a_nul_character(client, field):
+    body = {"username": "valid_name", "email": "valid@example.com", "password": STRONG_PASSWORD}
+    body[field] = body[field].replace("_", "\x00").replace("@", "\x00@")
+    response = client.post("/api/auth/register", json=body)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error"
+    assert list(error["details"]["fields"]) == [field]
+
+
+def test_login_refuses_a_nul_character_without_reaching_the_database(client):
+    # PostgreSQL text cannot hold U+0000: the query itself would fail.
+    response = client.post("/api/auth/login", json={"username": "alice\x00", "password": "x"})
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error"
+    assert list(error["details"]["fields"]) == ["username"]
+
+
 def test_register_rejects_wrong_types_and_unknown_fields(client):
     body = {"username": 12345, "email": "x@example.com", "password": STRONG_PASSWORD, "is_admin": True}
     error = client.post("/api/auth/register", json=body).get_json()["error"]

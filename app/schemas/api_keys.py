@@ -5,19 +5,19 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
-from app.schemas.common import StrictModel
+from app.schemas.common import NulFreeStr, StrictModel
 
 MAX_MODELS = 100
 
 
 class ApiKeyCreateRequest(StrictModel):
-    name: str = Field(min_length=1, max_length=64, examples=["ci-pipeline"])
+    name: NulFreeStr = Field(min_length=1, max_length=64, examples=["ci-pipeline"])
     expires_at: datetime | None = Field(
         default=None,
         description="ISO 8601 with a time zone, in the future; omit for a key that does not expire.",
         examples=["2027-01-01T00:00:00Z"],
     )
-    models: list[str] | None = Field(
+    models: list[NulFreeStr] | None = Field(
         default=None,
         min_length=1,
         max_length=MAX_MODELS,

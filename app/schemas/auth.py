@@ -4,13 +4,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from app.schemas.common import StrictModel
+from app.schemas.common import NulFreeStr, StrictModel
 from app.utils import validators
 
 
 class RegisterRequest(StrictModel):
-    username: str = Field(examples=["usuario"])
-    email: str = Field(examples=["usuario@example.com"])
+    username: NulFreeStr = Field(examples=["usuario"])
+    email: NulFreeStr = Field(examples=["usuario@example.com"])
     password: str = Field(examples=["Password123"])
 
     _username = field_validator("username")(validators.normalise_username)
@@ -19,7 +19,9 @@ class RegisterRequest(StrictModel):
 
 
 class LoginRequest(StrictModel):
-    username: str = Field(min_length=1, max_length=320, description="The username or the email address.")
+    username: NulFreeStr = Field(
+        min_length=1, max_length=320, description="The username or the email address."
+    )
     password: str = Field(min_length=1, max_length=1024)
 
 
@@ -31,7 +33,7 @@ class RefreshRequest(StrictModel):
 
 class ProfileUpdateRequest(StrictModel):
     current_password: str = Field(min_length=1, max_length=1024)
-    email: str | None = None
+    email: NulFreeStr | None = None
     new_password: str | None = None
 
     _email = field_validator("email")(

@@ -1,16 +1,27 @@
-"""Shared schema pieces: the strict base model and the documented error shape."""
+"""Shared schema pieces: the strict base model, text without NUL and the documented error shape."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 class StrictModel(BaseModel):
     """Request bodies: unknown fields are refused and types are not coerced."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def refuse_nul(value: str) -> str:
+    # JSON may carry \u0000 but PostgreSQL text cannot hold it: the query would fail with a 500.
+    if "\x00" in value:
+        raise ValueError("Must not contain the NUL character (U+0000).")
+    return value
+
+
+# For every request string that may reach the database.
+NulFreeStr = Annotated[str, AfterValidator(refuse_nul)]
 
 
 class ErrorDetail(BaseModel):
