@@ -383,6 +383,28 @@ def test_idempotency_key_in_the_headers_counts_too(
     assert result.attempts == 2
 
 
+@pytest.mark.parametrize("next_hop", ["refused", "busy"])
+def test_post_is_not_resent_when_a_later_redirect_hop_fails(
+    next_hop: str, client: httpx.Client, settings: ExternalApiSettings
+) -> None:
+    # POST -> 303 -> GET: the POST ran; a refused connect or a 503 on the GET must not resend it.
+    location = f"http://127.0.0.1:{free_port()}/orders/1" if next_hop == "refused" else "/orders/1"
+
+    def handler(request: Request) -> Response:
+        if request.method == "GET":
+            return json_response({}, status=503, headers={"Retry-After": "0"})
+        return Response(b"", status=303, headers={"Location": location})
+
+    with Upstream(handler) as up:
+        if next_hop == "refused":
+            with pytest.raises(UpstreamUnreachable):
+                call_external(client, settings, "POST", up.url + "/orders", payload={}, sleep=Sleeps())
+        else:
+            result = call_external(client, settings, "POST", up.url + "/orders", payload={}, sleep=Sleeps())
+            assert result.status_code == 503 and result.attempts == 1
+        assert [r.method for r in up.requests if r.path == "/orders"] == ["POST"]
+
+
 @pytest.mark.parametrize("method", ["GET", "POST"])
 def test_connection_refused_is_retried_then_unreachable(
     method: str, client: httpx.Client, settings: ExternalApiSettings

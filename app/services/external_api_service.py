@@ -19,7 +19,9 @@ Decisions worth knowing:
 - Redirects are followed here, not by httpx: each Location goes through EgressPolicy.check_url (a refused
   or non-http(s) hop is 403), 303 (and 301/302 after POST) turn into a body-less GET, 307/308 keep method
   and body, and Authorization/Cookie are dropped when the origin changes. Redirect bodies are drained at
-  most 64 KiB and half a second, then the connection is closed. Retries restart from the first URL.
+  most 64 KiB and half a second, then the connection is closed. Retries restart from the first URL, so a
+  POST without Idempotency-Key is retried only on what its first hop said (a refused connect, or a 429/503
+  with Retry-After answering the POST itself), never on what a later hop said.
 - One deadline covers every attempt, redirect hop, backoff sleep and body read; each socket read gets the
   time left as its timeout, so an upstream trickling bytes forever is cut at the deadline.
 - A retry whose wait would end past the deadline is not made: the last answer is returned (or the last
@@ -107,6 +109,7 @@ class _Progress:
     attempts: int = 0
     status_code: int | None = None
     bytes_received: int = 0
+    hop: int = 0  # the redirect hop of this attempt sent last: 0 is the caller's own request
 
     def count(self, size: int) -> None:
         self.bytes_received = size
@@ -224,7 +227,7 @@ def _call(
             attempt_deadline = min(deadline, time.monotonic() + settings.attempt_timeout)
         try:
             response = _send_following_redirects(
-                client, settings, method, target, out_headers, content, attempt_deadline
+                client, settings, method, target, out_headers, content, attempt_deadline, progress
             )
         except httpx.ConnectTimeout:
             failure = "connect_timeout"
@@ -237,9 +240,13 @@ def _call(
         except httpx.TransportError:
             failure = "broken"
 
+        # A retry starts over from the first URL, so a POST may be resent only when what we learnt is
+        # about the first hop: after POST -> 303 -> GET, a failure or a 503 on the GET says nothing about
+        # whether the POST ran (it did: it answered the redirect).
+        first_hop = progress.hop == 0
         if failure is not None:
             # Only a failed connect surely never reached the upstream; anything later may have run a POST.
-            may_retry = failure in ("connect", "connect_timeout") or idempotent
+            may_retry = idempotent or (first_hop and failure in ("connect", "connect_timeout"))
             delay = backoff_delay(progress.attempts, base=settings.backoff_base, cap=settings.backoff_cap)
             if may_retry and _can_retry(settings, progress.attempts, delay, deadline):
                 sleep(delay)
@@ -251,7 +258,8 @@ def _call(
         if idempotent:
             retryable = response.status_code in RETRY_STATUSES or response.status_code == 500
         else:
-            retryable = response.status_code in (429, 503) and retry_after is not None
+            # 429/503 with Retry-After: the upstream declined the POST itself, so resending it is safe.
+            retryable = first_hop and response.status_code in (429, 503) and retry_after is not None
         if retryable:
             if retry_after is not None:
                 delay = min(retry_after, settings.backoff_cap)
@@ -292,10 +300,12 @@ def _send_following_redirects(
     headers: dict[str, str],
     content: bytes | None,
     deadline: float,
+    progress: _Progress,
 ) -> httpx.Response:
     """Send, following redirects ourselves so every hop is checked; return the open final response."""
     headers = dict(headers)
     for hop in range(settings.max_redirects + 1):
+        progress.hop = hop
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise httpx.TimeoutException("no time left for the next redirect hop")
