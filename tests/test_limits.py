@@ -265,6 +265,36 @@ def test_spend_already_recorded_counts_after_a_restart(priced_app):
     assert refused.status_code == 402
 
 
+@pytest.mark.parametrize("budget", ["daily_budget_usd", "monthly_budget_usd"])
+def test_a_budget_set_after_the_counters_exist_counts_the_spend_before_them(priced_app, budget):
+    from datetime import UTC, datetime
+
+    # A per-minute default makes every user's counters live from the first call, budget or not.
+    app = priced_app(LLM_DEFAULT_RPM=1000)
+    client = app.test_client()
+    admin = admin_token(app)
+    user = AuthActions(client).signup("alice")
+    uid, token = user["user"]["id"], user["access_token"]
+    with app.app_context():  # $10 spent today, recorded before this instance started
+        db.session.add(
+            UsageRecord(
+                user_id=uid,
+                endpoint="chat",
+                model="priced",
+                latency_ms=1,
+                status="ok",
+                cost_usd=10.0,
+                created_at=datetime.now(UTC),
+            )
+        )
+        db.session.commit()
+    assert chat(client, token).status_code == 200  # no budget yet: the spend counters start here
+    set_user_limits(app, admin, uid, **{budget: 5.0})
+    refused = chat(client, token)
+    assert refused.status_code == 402, refused.get_json()
+    assert refused.get_json()["error"]["code"] == "budget_exceeded"
+
+
 def test_100_concurrent_requests_cannot_overshoot_a_nearly_spent_token_rate(priced_app):
     if 60 - time.time() % 60 < 15:
         time.sleep(60 - time.time() % 60 + 0.5)  # keep the whole test inside one minute window

@@ -171,14 +171,16 @@ class LimitService:
 
         So a restart (memory counters) or a lost Redis key does not hand out the budget again. Rows
         not yet written (in the usage stream, or queued in some process's memory) are not counted.
+        Every active subject is seeded, budget or not: reserve() starts all four of its counters, and a
+        budget set later reads those, so they must hold the spend from before they existed.
         """
         if bucket.day != self._seeded_day:
             # Markers of past days are not needed again; a month's are re-seeded as no-ops.
             self._seeded, self._seeded_day = set(), bucket.day
-        for subject, values in active:
-            for kind, limit in (("day", values[2]), ("month", values[3])):
+        for subject, _ in active:
+            for kind in ("day", "month"):
                 marker = (subject, kind, bucket.day if kind == "day" else bucket.month)
-                if not limit or marker in self._seeded:
+                if marker in self._seeded:
                     continue
                 with self._seed_lock:
                     if marker in self._seeded:
