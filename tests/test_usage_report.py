@@ -72,6 +72,33 @@ def test_date_range_excludes_other_periods(app, client, auth):
     assert client.get("/api/usage?group_by=nonsense", headers=token).status_code == 400
 
 
+def test_dates_with_an_offset_mean_the_same_moment_in_utc(app, client, auth):
+    signed = auth.signup("alice")
+    with app.app_context():
+        db.session.add(
+            UsageRecord(
+                user_id=signed["user"]["id"],
+                endpoint="chat",
+                model="old/model",
+                latency_ms=1,
+                status="ok",
+                created_at=datetime(2020, 1, 5, 10, 0, tzinfo=UTC),
+            )
+        )
+        db.session.commit()
+    token = bearer(signed["access_token"])
+    # 09:30 to 10:30 UTC holds the row; 01:00 to 02:00 UTC does not, though its wall clock reads 10 to 11.
+    around = client.get(
+        "/api/usage?from=2020-01-05T04:30:00-05:00&to=2020-01-05T05:30:00-05:00", headers=token
+    )
+    assert around.get_json()["totals"]["requests"] == 1
+    assert datetime.fromisoformat(around.get_json()["from"]) == datetime(2020, 1, 5, 9, 30, tzinfo=UTC)
+    before = client.get(
+        "/api/usage?from=2020-01-05T10:00:00%2B09:00&to=2020-01-05T11:00:00%2B09:00", headers=token
+    )
+    assert before.get_json()["totals"]["requests"] == 0
+
+
 def test_admin_reads_anyone_and_everyone(app, client, auth):
     alice = auth.signup("alice")
     bob = AuthActions(client).signup("bob")

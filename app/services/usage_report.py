@@ -17,13 +17,18 @@ GROUPS = ("model", "day", "key", "user")
 
 def period(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     """[start, end): the last 30 days when not given; naive times are UTC."""
-    end = as_utc(end) if end else datetime.now(UTC) + timedelta(seconds=1)
-    start = as_utc(start) if start else end - timedelta(days=30)
+    end = _utc(end) if end else datetime.now(UTC) + timedelta(seconds=1)
+    start = _utc(start) if start else end - timedelta(days=30)
     if start >= end:
         raise ValidationFailed(
             "from must be before to.", details={"fields": {"from": ["Must be before to."]}}
         )
     return start, end
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite compares the stored UTC wall time as text: an aware bound must be converted, not only tagged.
+    return as_utc(moment).astimezone(UTC)
 
 
 def _day_column() -> Any:
