@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
+import unicodedata
 from datetime import timedelta
 
 import jwt as pyjwt
@@ -131,6 +132,12 @@ def test_login_returns_a_token_pair_and_the_user(client, auth):
 def test_login_accepts_the_email(client, auth):
     auth.register("erin", "erin@example.com")
     assert auth.login("ERIN@example.com")["user"]["username"] == "erin"
+
+
+@pytest.mark.parametrize("username", ["ｂｏｂ", "jose\u0301"])  # fullwidth letters; e + combining acute
+def test_login_accepts_the_username_as_registered(client, auth, username):
+    assert auth.register(username, "someone@example.com").status_code == 201
+    assert auth.login(username)["user"]["username"] == unicodedata.normalize("NFKC", username)
 
 
 def test_wrong_username_and_wrong_password_look_the_same(client, auth):

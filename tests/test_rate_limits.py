@@ -45,6 +45,20 @@ def test_login_is_limited_per_username_across_addresses(make_app):
     assert statuses == [401, 401, 429]
 
 
+def test_login_counts_every_spelling_of_a_username_as_one_account(make_app):
+    client = make_app(AUTH_RATE_LIMIT="2 per minute").test_client()
+    # Registration keys the fullwidth and upper-case spellings as "victim": so does the limit.
+    statuses = [
+        client.post(
+            "/api/auth/login",
+            json={"username": name, "password": "Guess-1234"},
+            environ_base={"REMOTE_ADDR": f"198.51.100.{i}"},
+        ).status_code
+        for i, name in enumerate(["victim", "ｖｉｃｔｉｍ", "VICTIM"])
+    ]
+    assert statuses == [401, 401, 429]
+
+
 def test_login_is_limited_per_address_across_usernames(make_app):
     client = make_app(AUTH_RATE_LIMIT="2 per minute").test_client()
     statuses = [

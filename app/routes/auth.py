@@ -31,7 +31,9 @@ def attempted_username() -> str:
     """Login and register are also limited per target account, whichever address the attempts come from."""
     body = request.get_json(silent=True)
     name = body.get("username") if isinstance(body, dict) else None
-    return f"name:{name.strip().casefold()}" if isinstance(name, str) and name.strip() else client_address()
+    if isinstance(name, str) and name.strip():
+        return f"name:{auth_service.login_key(name)}"
+    return client_address()
 
 
 @bp.post(

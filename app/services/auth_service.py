@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,9 +61,18 @@ def _taken(username: str, email: str) -> Conflict:
     return Conflict("The username or email address is already registered.", details={"fields": fields})
 
 
+def login_key(login: str) -> str:
+    """The account a login names, keyed as registration keys usernames (NFKC, trimmed, case-folded)."""
+    # Without NFKC here a name in fullwidth letters or with a decomposed accent registers but cannot log in.
+    return username_key(unicodedata.normalize("NFKC", login).strip())
+
+
 def authenticate(login: str, password: str) -> User:
-    key = login.strip().casefold()
-    user = db.session.scalar(select(User).where(or_(User.username_key == key, User.email_key == key)))
+    user = db.session.scalar(
+        select(User).where(
+            or_(User.username_key == login_key(login), User.email_key == email_key(login.strip()))
+        )
+    )
     if user is None:
         check_password_hash(_DUMMY_HASH, password)
         raise InvalidCredentials()
