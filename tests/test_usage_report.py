@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from app.extensions import db
 from app.models import UsageRecord, User
 from tests.conftest import AuthActions, bearer
@@ -121,6 +123,30 @@ def test_admin_reads_anyone_and_everyone(app, client, auth):
         (alice["user"]["id"], 1),
         (bob_id, 2),
     ]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/usage?to=0001-01-02T00:00:00Z",  # the default from, 30 days earlier, is before year 1
+        "/api/usage?from=0001-01-01T00:00:00%2B05:00",  # in UTC, before year 1
+        "/api/usage?to=9999-12-31T23:59:59-05:00",  # in UTC, after year 9999
+        "/api/usage?page=99999999999999999999999",
+        "/api/usage?page=2147483648",
+        "/api/usage?user_id=99999999999",
+        "/api/admin/usage?user_id=99999999999",
+        "/api/admin/usage?page=99999999999999999999999",
+        "/api/usage?group_by=model%00",
+        "/api/admin/usage?from=2020-01-01T00:00:00Z%00",
+    ],
+)
+def test_out_of_range_report_parameters_are_a_400(app, client, auth, path):
+    token = bearer(auth.signup("alice")["access_token"])
+    make_admin(app, "alice")
+    response = client.get(path, headers=token)
+    assert response.status_code == 400, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["code"] == "validation_error" and error["details"]["fields"]
 
 
 def test_set_role_refuses_unknown_user(app):

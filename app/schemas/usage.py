@@ -9,14 +9,21 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.schemas.common import StrictModel
 
+# Ids and page numbers reach the database as integers: beyond a 32-bit column (PostgreSQL's INTEGER) or
+# a 64-bit OFFSET they are a database error, not an empty page.
+MAX_ID = 2**31 - 1
+MAX_PAGE = 2**31 - 1
+
 
 class UsageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     from_: datetime | None = Field(default=None, alias="from", description="ISO 8601; default 30 days ago.")
     to: datetime | None = Field(default=None, description="ISO 8601, exclusive; default now.")
     group_by: Literal["model", "day", "key"] = "model"
-    user_id: int | None = Field(default=None, description="Admins only: another user's usage.")
-    page: int = Field(default=1, ge=1)
+    user_id: int | None = Field(
+        default=None, ge=1, le=MAX_ID, description="Admins only: another user's usage."
+    )
+    page: int = Field(default=1, ge=1, le=MAX_PAGE)
     per_page: int = Field(default=50, ge=1, le=500)
 
 

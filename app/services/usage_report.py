@@ -17,8 +17,14 @@ GROUPS = ("model", "day", "key", "user")
 
 def period(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     """[start, end): the last 30 days when not given; naive times are UTC."""
-    end = _utc(end) if end else datetime.now(UTC) + timedelta(seconds=1)
-    start = _utc(start) if start else end - timedelta(days=30)
+    end = _utc(end, "to") if end else datetime.now(UTC) + timedelta(seconds=1)
+    if start:
+        start = _utc(start, "from")
+    else:
+        try:
+            start = end - timedelta(days=30)
+        except OverflowError:
+            raise _out_of_range("to") from None
     if start >= end:
         raise ValidationFailed(
             "from must be before to.", details={"fields": {"from": ["Must be before to."]}}
@@ -26,9 +32,18 @@ def period(start: datetime | None, end: datetime | None) -> tuple[datetime, date
     return start, end
 
 
-def _utc(moment: datetime) -> datetime:
+def _utc(moment: datetime, field: str) -> datetime:
     # SQLite compares the stored UTC wall time as text: an aware bound must be converted, not only tagged.
-    return as_utc(moment).astimezone(UTC)
+    try:
+        return as_utc(moment).astimezone(UTC)
+    except OverflowError:  # in UTC it falls before year 1 or after year 9999
+        raise _out_of_range(field) from None
+
+
+def _out_of_range(field: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"{field} is out of range.", details={"fields": {field: ["Out of the supported date range."]}}
+    )
 
 
 def _day_column() -> Any:
