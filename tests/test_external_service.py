@@ -327,6 +327,34 @@ def test_retry_after_seconds_is_honoured_and_capped(client: httpx.Client) -> Non
     assert sleeps.calls == [2.0, 3.0]
 
 
+def test_a_response_is_closed_when_handling_it_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One pooled connection: a response left open would make the second call wait for the pool.
+    settings = make_settings(timeout=1.0)
+    with (
+        build_http_client(settings.policy, limits=httpx.Limits(max_connections=1)) as client,
+        Upstream(sequence(status(503, {"Retry-After": "\u00b2"}), status(200))) as up,
+    ):
+
+        def broken(value: str | None) -> float | None:
+            raise RuntimeError("unexpected")
+
+        monkeypatch.setattr("app.services.external_api_service.parse_retry_after", broken)
+        with pytest.raises(RuntimeError):
+            call_external(client, settings, "GET", up.url, sleep=Sleeps())
+        monkeypatch.undo()
+        assert call_external(client, settings, "GET", up.url, sleep=Sleeps()).status_code == 200
+
+
+def test_a_non_ascii_digit_retry_after_is_ignored(
+    client: httpx.Client, settings: ExternalApiSettings
+) -> None:
+    with Upstream(sequence(status(503, {"Retry-After": "\u00b2"}))) as up:
+        post = call_external(client, settings, "POST", up.url, payload={}, sleep=Sleeps())
+        get = call_external(client, settings, "GET", up.url, sleep=Sleeps())
+    assert (post.status_code, post.attempts) == (503, 1)  # no usable Retry-After: a POST is not resent
+    assert (get.status_code, get.attempts) == (503, 3)  # a GET is retried with backoff as for a bare 503
+
+
 def test_retry_after_http_date(client: httpx.Client) -> None:
     settings = make_settings(backoff_cap=4.0)
     when = format_datetime(datetime.now(UTC) + timedelta(seconds=3), usegmt=True)
@@ -966,6 +994,7 @@ def test_tls_wrong_host_name_is_refused(ca: trustme.CA, monkeypatch: pytest.Monk
         ("Wed, 25 Nov 2026 09:59:00 GMT", 0.0),  # in the past: retry now
         ("-1", None),
         ("1.5", None),
+        ("\u00b2", None),  # "²": str.isdigit() says yes, float() says no
         ("soon", None),
         (None, None),
     ],

@@ -254,22 +254,26 @@ def _call(
             raise _failure_error(failure, deadline)
 
         progress.status_code = response.status_code
-        retry_after = parse_retry_after(response.headers.get("retry-after"))
-        if idempotent:
-            retryable = response.status_code in RETRY_STATUSES or response.status_code == 500
-        else:
-            # 429/503 with Retry-After: the upstream declined the POST itself, so resending it is safe.
-            retryable = first_hop and response.status_code in (429, 503) and retry_after is not None
-        if retryable:
-            if retry_after is not None:
-                delay = min(retry_after, settings.backoff_cap)
-            else:
-                delay = backoff_delay(progress.attempts, base=settings.backoff_base, cap=settings.backoff_cap)
-            if _can_retry(settings, progress.attempts, delay, deadline):
-                discard_response(response, deadline)
-                sleep(delay)
-                continue
+        # Closed on every way out, an exception included: a response left open holds its pooled
+        # connection for good, and enough of them exhaust the pool every call shares.
         try:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if idempotent:
+                retryable = response.status_code in RETRY_STATUSES or response.status_code == 500
+            else:
+                # 429/503 with Retry-After: the upstream declined the POST itself, so resending it is safe.
+                retryable = first_hop and response.status_code in (429, 503) and retry_after is not None
+            if retryable:
+                if retry_after is not None:
+                    delay = min(retry_after, settings.backoff_cap)
+                else:
+                    delay = backoff_delay(
+                        progress.attempts, base=settings.backoff_base, cap=settings.backoff_cap
+                    )
+                if _can_retry(settings, progress.attempts, delay, deadline):
+                    discard_response(response, deadline)
+                    sleep(delay)
+                    continue
             raw, decoded = read_capped_body(response, settings.max_response_bytes, deadline, progress.count)
         finally:
             response.close()

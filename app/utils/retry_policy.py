@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import random
+import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 _jitter = random.Random()  # noqa: S311 - backoff jitter, not a secret
+_DELTA_SECONDS = re.compile(r"[0-9]+")  # RFC 9110 delay-seconds: ASCII digits only
 
 
 def backoff_delay(attempt: int, *, base: float, cap: float) -> float:
@@ -22,7 +24,7 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    if _DELTA_SECONDS.fullmatch(value):  # not str.isdigit(): it passes "²", which float() refuses
         return float(value)
     try:
         when = parsedate_to_datetime(value)
