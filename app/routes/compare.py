@@ -3,6 +3,7 @@ from __future__ import annotations
 from flask import current_app
 from flask_openapi3 import APIBlueprint, Tag
 
+from app.errors import NotFound
 from app.middleware.auth_middleware import current_identity, login_required
 from app.middleware.validation import validated
 from app.routes.docs import BEARER
@@ -21,23 +22,28 @@ def compare(body: CompareRequest):
     models = chat.pop("models")
     allowed = getattr(current_identity(), "allowed_models", None)
     max_tokens = body.max_completion_tokens or body.max_tokens
-    meters: list[usage_service.Meter] = []
+    meters: dict[int, usage_service.Meter] = {}
     try:
-        for model in models:
-            meters.append(
-                usage_service.begin(
-                    "compare", model, prompt_payload=chat.get("messages"), max_tokens=max_tokens
+        for index, model in enumerate(models):
+            try:
+                meters[index] = usage_service.begin(
+                    "compare",
+                    model,
+                    prompt_payload=chat.get("messages"),
+                    max_tokens=max_tokens,
+                    choices=body.n or 1,
                 )
-            )
+            except NotFound:
+                continue  # an unknown model fails in its own slot of the results, like any other failure
     except BaseException:
-        usage_service.release(meters)  # one model over a limit refuses the whole comparison
+        usage_service.release(list(meters.values()))  # one model over a limit refuses the whole comparison
         raise
     try:
         results = current_app.extensions["gateway"].compare(chat, models, allowed)
     except BaseException as error:
-        for meter in meters:
+        for meter in meters.values():
             meter.finish("error", error=error)
         raise
-    for meter, result in zip(meters, results, strict=True):
-        usage_service.finish_compare(meter, result)
+    for index, meter in meters.items():
+        usage_service.finish_compare(meter, results[index])
     return {"results": results}

@@ -4,6 +4,7 @@ import pytest
 
 from app.config import ConfigError
 from app.errors import NotFound
+from app.services import prices
 from app.services.gateway.catalog import load_catalog
 
 
@@ -63,7 +64,7 @@ models:
     assert adapter.settings.api_key == "secret" and adapter.settings.headers == {"X-Team": "research"}
     fast = catalog.resolve("fast")
     assert fast.targets[0].model == "llama-3.1-8b"
-    assert fast.cost(1_000_000, 500_000) == pytest.approx(0.2)
+    assert prices.cost(prices.configured_prices(fast), 1_000_000, 500_000) == pytest.approx(0.2)
 
 
 @pytest.mark.parametrize(
@@ -105,6 +106,6 @@ def test_the_shipped_example_file_loads():
             "AZURE_OPENAI_ENDPOINT": "https://r.example",
         },
     )
-    assert catalog.resolve("fast").cost(1_000_000, 0) == pytest.approx(0.15)
+    assert prices.configured_prices(catalog.resolve("fast")) == (0.15, 0.6)
     assert catalog.resolve("smart").targets[0].provider == "claude"
     assert "openai/gpt-4o-mini" in catalog.models

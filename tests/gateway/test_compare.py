@@ -3,6 +3,7 @@ from __future__ import annotations
 import time
 
 import httpx
+import pytest
 
 from tests.gateway.conftest import PROVIDER_KEY
 from tests.gateway.test_streaming import slow_stream
@@ -81,3 +82,45 @@ def test_compare_validation(gateway):
         httpx.post(f"{gw.url}/api/llm/compare", json={"models": ["a", "b"], "messages": messages}).status_code
         == 401
     )
+
+
+def test_an_unknown_model_fails_in_its_own_slot(gateway):
+    gw = gateway()
+    response = httpx.post(
+        f"{gw.url}/api/llm/compare",
+        json={"models": ["mock/echo-1", "nope/x"], "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {gw.token}"},
+    )
+    assert response.status_code == 200
+    known, unknown = response.json()["results"]
+    assert known["content"] == "Mock reply to: hi" and known["error"] is None
+    assert unknown["model"] == "nope/x" and unknown["content"] is None
+    assert unknown["error"]["code"] == "model_not_found" and unknown["error"]["status"] == 404
+
+
+def test_a_well_known_model_is_priced_as_its_usage_row(upstream, gateway):
+    standin = upstream(openai_like(reply="one two three"))
+    config = {
+        "providers": {"p": {"type": "openai", "base_url": standin.url + "/v1", "api_key": PROVIDER_KEY}}
+    }
+    gw = gateway(config)
+    response = httpx.post(
+        f"{gw.url}/api/llm/compare",
+        json={"models": ["p/gpt-4o-mini", "mock/echo-1"], "messages": [{"role": "user", "content": "x"}]},
+        headers={"Authorization": f"Bearer {gw.token}"},
+    )
+    priced = response.json()["results"][0]
+    usage = priced["usage"]
+    # No price in the configuration: the built-in table's gpt-4o-mini prices, as the usage row has them.
+    expected = (usage["prompt_tokens"] * 0.15 + usage["completion_tokens"] * 0.60) / 1_000_000
+    assert priced["cost"] == pytest.approx(expected) and priced["cost"] > 0
+
+
+def test_n_choices_are_reserved_for_every_model(gateway):
+    gw = gateway(LLM_DEFAULT_TPM=100)  # two models of one 5-token choice fit; of eight choices they do not
+    headers = {"Authorization": f"Bearer {gw.token}"}
+    body = {"models": ["mock/echo-1", "mock/echo-2"], "messages": [{"role": "user", "content": "x"}]}
+    eight = httpx.post(f"{gw.url}/api/llm/compare", json={**body, "max_tokens": 5, "n": 8}, headers=headers)
+    assert eight.status_code == 429
+    one = httpx.post(f"{gw.url}/api/llm/compare", json={**body, "max_tokens": 5}, headers=headers)
+    assert one.status_code == 200

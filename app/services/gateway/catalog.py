@@ -88,11 +88,6 @@ class ModelEntry:
     strategy: str = "fallback"
     retries: RetryBounds = field(default_factory=RetryBounds)
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float | None:
-        if self.input_price is None or self.output_price is None:
-            return None
-        return (prompt_tokens * self.input_price + completion_tokens * self.output_price) / 1_000_000
-
 
 @dataclass(frozen=True)
 class Catalog:

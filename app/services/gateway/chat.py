@@ -12,6 +12,7 @@ from typing import Any
 
 from app.errors import ApiError, Forbidden, ProviderError
 from app.providers.aggregate import collect_completion
+from app.services import prices
 from app.services.gateway.catalog import Catalog, ModelEntry, Provider, Target
 from app.services.gateway.recovery import RoutedStream
 from app.services.gateway.router import Attempt, RouteInfo, RoutePlan, Router, default_router
@@ -188,7 +189,8 @@ class Gateway:
         chunks: list[dict[str, Any]] = []
         try:
             entry, _, _ = self.route(chat["model"], allowed_models)
-            for chunk in self.stream(chat, allowed_models):
+            routed = self.stream(chat, allowed_models)
+            for chunk in routed:
                 if chunk is HEARTBEAT:
                     continue
                 if result["time_to_first_token_ms"] is None and any(
@@ -207,8 +209,11 @@ class Gateway:
             result["finish_reason"] = choice.get("finish_reason")
             result["usage"] = completion.get("usage")
             if result["usage"]:
-                result["cost"] = entry.cost(
-                    result["usage"].get("prompt_tokens", 0), result["usage"].get("completion_tokens", 0)
+                # Priced as the usage row is: the target that served it, the built-in table as fallback.
+                result["cost"] = prices.cost(
+                    prices.prices_for(entry, routed.route.upstream_model),
+                    result["usage"].get("prompt_tokens", 0),
+                    result["usage"].get("completion_tokens", 0),
                 )
         except ApiError as error:
             result["error"] = {"code": error.code, "message": error.message, "status": error.status}
