@@ -215,6 +215,14 @@ def test_someone_elses_key_is_not_found(client, auth, tokens):
     assert client.get("/api/profile", headers=bearer(created["key"])).status_code == 200
 
 
+@pytest.mark.parametrize("key_id", [2**31, 2**63, 10**30])
+def test_an_id_too_large_for_the_column_is_not_found(client, tokens, key_id):
+    # No key can have it: PostgreSQL's INTEGER ends at 2**31 - 1, SQLite's at 2**63 - 1.
+    response = client.delete(f"/api/keys/{key_id}", headers=bearer(tokens["access_token"]))
+    assert response.status_code == 404
+    assert response.get_json()["error"] == {"code": "not_found", "message": "No such API key."}
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [

@@ -16,6 +16,9 @@ from app.services.api_key_verifier import API_KEY_PREFIX, hash_secret
 
 # "mla-" and 8 characters of the secret: enough to tell keys apart, far too few to help a guesser.
 SHOWN_PREFIX_LENGTH = len(API_KEY_PREFIX) + 8
+# api_keys.id is an INTEGER, 32 bits on PostgreSQL: a larger id names no key and would fail as a query
+# parameter, so it is answered as unknown without asking the database.
+MAX_KEY_ID = 2**31 - 1
 
 
 def generate_secret() -> str:
@@ -61,6 +64,8 @@ def list_keys(user_id: int) -> list[ApiKey]:
 
 def revoke_key(user_id: int, key_id: int) -> None:
     """Revoke at once in every instance; an unknown, foreign or already revoked key is NotFound."""
+    if not 0 < key_id <= MAX_KEY_ID:
+        raise NotFound("No such API key.")
     key = db.session.scalar(
         select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
     )
