@@ -182,6 +182,56 @@ def test_admin_limits_endpoints_need_an_admin_and_valid_values(priced_app):
     )
 
 
+@pytest.mark.parametrize(
+    "limits",
+    [
+        {"requests_per_minute": 2**31},
+        {"tokens_per_minute": 99999999999},
+        {"daily_budget_usd": 1e303},
+        {"monthly_budget_usd": 1_000_000_001},
+    ],
+)
+def test_limits_beyond_their_bounds_are_a_400(priced_app, limits):
+    app = priced_app()
+    client = app.test_client()
+    admin = admin_token(app)
+    user = AuthActions(client).signup("alice")
+    key = client.post("/api/keys", json={"name": "ci"}, headers=bearer(user["access_token"])).get_json()
+    for path, token in (
+        (f"/api/admin/users/{user['user']['id']}/limits", admin),
+        (f"/api/keys/{key['id']}/limits", user["access_token"]),
+    ):
+        response = client.put(path, json=limits, headers=bearer(token))
+        assert response.status_code == 400, response.get_json()
+        assert response.get_json()["error"]["code"] == "validation_error"
+    assert chat(client, key["key"]).status_code == 200  # nothing was stored
+
+
+def test_the_largest_limits_admitted_and_any_already_stored_still_let_calls_through(priced_app):
+    from app.models import UsageLimit
+
+    app = priced_app()
+    client = app.test_client()
+    admin = admin_token(app)
+    user = AuthActions(client).signup("alice")
+    uid = user["user"]["id"]
+    largest = {
+        "requests_per_minute": 2**31 - 1,
+        "tokens_per_minute": 2**31 - 1,
+        "daily_budget_usd": 1e9,
+        "monthly_budget_usd": 1e9,
+    }
+    assert set_user_limits(app, admin, uid, **largest)["effective"] == largest
+    assert chat(client, user["access_token"]).status_code == 200
+    # A budget stored before the bound existed (its micro-USD overflowed) does not break the key's calls.
+    key = client.post("/api/keys", json={"name": "ci"}, headers=bearer(user["access_token"])).get_json()
+    with app.app_context():
+        db.session.add(UsageLimit(scope="key", subject_id=key["id"], daily_budget_usd=1e303))
+        db.session.commit()
+    response = chat(client, key["key"])
+    assert response.status_code == 200, response.get_json()
+
+
 def test_100_concurrent_requests_cannot_overshoot_a_nearly_spent_budget(priced_app):
     app = priced_app()
     client = app.test_client()

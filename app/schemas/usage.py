@@ -13,6 +13,10 @@ from app.schemas.common import StrictModel
 # a 64-bit OFFSET they are a database error, not an empty page.
 MAX_ID = 2**31 - 1
 MAX_PAGE = 2**31 - 1
+# Limits: a per-minute figure fits the INTEGER column; a budget of a billion dollars is 1e15 micro-USD,
+# exact in a double (the counters' Lua numbers in Redis) and far above any real budget.
+MAX_PER_MINUTE = 2**31 - 1
+MAX_BUDGET_USD = 1e9
 
 
 class UsageQuery(BaseModel):
@@ -34,10 +38,10 @@ class AdminUsageQuery(UsageQuery):
 class LimitsBody(StrictModel):
     """Each field: a number (0 = unlimited), or null to fall back to the default. Omitted: unchanged."""
 
-    requests_per_minute: int | None = Field(default=None, ge=0)
-    tokens_per_minute: int | None = Field(default=None, ge=0)
-    daily_budget_usd: float | int | None = Field(default=None, ge=0)
-    monthly_budget_usd: float | int | None = Field(default=None, ge=0)
+    requests_per_minute: int | None = Field(default=None, ge=0, le=MAX_PER_MINUTE)
+    tokens_per_minute: int | None = Field(default=None, ge=0, le=MAX_PER_MINUTE)
+    daily_budget_usd: float | int | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
+    monthly_budget_usd: float | int | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
 
 
 class UserPath(BaseModel):

@@ -29,6 +29,7 @@ from sqlalchemy import func, select
 from app.errors import ApiError, BudgetExceeded, RateLimited
 from app.extensions import db
 from app.models import UsageLimit, UsageRecord
+from app.schemas.usage import MAX_BUDGET_USD
 from app.services.limit_counters import Bucket, MemoryCounters, RedisCounters
 
 MICROS = 1_000_000  # spend is counted in micro-USD, as integers, so no float drift accumulates
@@ -64,7 +65,9 @@ LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "daily_budget_usd", 
 
 
 def usd_to_micros(usd: float | None) -> int:
-    return math.ceil(round((usd or 0.0) * MICROS, 6))
+    # Capped at the largest budget LimitsBody admits: a larger figure (a budget stored before that bound)
+    # would overflow math.ceil or the counters' integers, and no budget can tell it from the cap.
+    return math.ceil(round(min(usd or 0.0, MAX_BUDGET_USD) * MICROS, 6))
 
 
 def budget_exceeded(message: str) -> BudgetExceeded:
