@@ -10,6 +10,7 @@ import time
 import tracemalloc
 import zlib
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -926,6 +927,70 @@ def test_a_body_stalling_after_the_headers_is_cut_at_the_deadline(
             call_external(client, settings, "GET", up.url, timeout=0.6)
         elapsed = time.monotonic() - started
     assert 0.5 <= elapsed < 0.85  # each read gets only the time left, not a fresh full timeout
+
+
+@contextmanager
+def raw_upstream(replies: list[bytes], every: float) -> Iterator[str]:
+    """A loopback server that reads a request head, then sends `replies` one by one, `every` seconds apart.
+
+    For what werkzeug cannot send: response headers a line at a time, endless "100 Continue"s.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve(conn: socket.socket) -> None:
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                head += data
+            try:
+                for reply in replies:
+                    conn.sendall(reply)
+                    time.sleep(every)
+            except OSError:
+                pass  # the client gave up: what the tests want
+
+    def accept() -> None:
+        with listener:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/"
+    finally:
+        listener.close()
+
+
+CHUNK = b"1\r\nx\r\n"
+
+
+@pytest.mark.parametrize(
+    "replies",
+    [
+        [b"HTTP/1.1 200 OK\r\n"] + [b"X-Slow-%d: 1\r\n" % i for i in range(20)],
+        [b"HTTP/1.1 100 Continue\r\n\r\n"] * 20,
+        # a chunk each 0.25 s until just before the deadline, then silence (b"" sends nothing)
+        [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"] + [CHUNK] * 4 + [b""] * 20,
+    ],
+    ids=["header-lines", "interim-responses", "body-then-stall"],
+)
+def test_an_upstream_sending_slowly_is_cut_at_the_deadline(
+    replies: list[bytes], client: httpx.Client, settings: ExternalApiSettings
+) -> None:
+    # Each piece arrives within one read timeout: only a deadline over all the reads stops the call.
+    with raw_upstream(replies, every=0.25) as url:
+        started = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            call_external(client, settings, "GET", url, timeout=1.2, sleep=Sleeps())
+        elapsed = time.monotonic() - started
+    assert elapsed < 1.9  # without the deadline: 5 s of header lines, or the stall's full 1.2 s on top
 
 
 # --- TLS ------------------------------------------------------------------------------------------------

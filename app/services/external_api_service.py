@@ -51,7 +51,7 @@ from app.errors import (
     ValidationFailed,
 )
 from app.services.external_settings import ExternalApiSettings, ExternalCallAudit
-from app.utils.http_client import build_http_client
+from app.utils.http_client import build_http_client, io_deadline
 from app.utils.http_headers import header_problem, inbound_headers, outbound_headers
 from app.utils.retry_policy import backoff_delay, parse_retry_after
 from app.utils.upstream_body import discard_response, read_capped_body, render_body
@@ -316,7 +316,8 @@ def _send_following_redirects(
         request = client.build_request(
             method, url, headers=headers, content=content, timeout=httpx.Timeout(remaining)
         )
-        response = client.send(request, stream=True)
+        with io_deadline(deadline):  # httpx.Timeout is per socket read; this bounds them all
+            response = client.send(request, stream=True)
         location = response.headers.get("location")
         if response.status_code not in REDIRECT_STATUSES or not location:
             return response

@@ -8,6 +8,11 @@ TLS still verifies the certificate against, and sends SNI for, the URL's host na
 origin host to start_tls, not the address we dialled. Every new connection, every retry and every redirect
 hop goes through here; a pooled keep-alive connection was vetted when it was opened.
 
+Time: httpcore gives every socket read of a response phase the same relative timeout, so an upstream that
+sends a header line (or a "100 Continue") each second never trips it. Inside `io_deadline(at)` each
+connect, read and write of the guarded client is clamped to the time left before `at` instead. DNS is not:
+getaddrinfo cannot be interrupted, and is bounded only by the resolver's own timeouts.
+
 One client per process, shared by threads (or greenlets under gevent's monkey-patching: httpcore's pool
 uses threading locks and the socket module, both patched). Build it lazily after gunicorn forks.
 Proxy environment variables and .netrc are ignored (trust_env=False): they would route around the guard.
@@ -19,6 +24,10 @@ import http.cookiejar
 import socket
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
 
 import httpcore
 import httpx
@@ -28,6 +37,57 @@ from app.utils.egress_guard import EgressPolicy
 VerifyTypes = bool | str | ssl.SSLContext
 
 DEFAULT_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50, keepalive_expiry=30.0)
+
+
+# A context variable, not a backend attribute: pooled streams are shared by calls, and each thread (or
+# greenlet) sees only the deadline of the call it is running.
+_deadline: ContextVar[float | None] = ContextVar("io_deadline", default=None)
+
+
+@contextmanager
+def io_deadline(at: float) -> Iterator[None]:
+    """Within the block, every socket operation of the guarded client must end by `at` (time.monotonic)."""
+    token = _deadline.set(at)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def _clamped(timeout: float | None, expired: type[Exception]) -> float | None:
+    """`timeout` cut to the time left before the deadline; `expired` once none is left."""
+    at = _deadline.get()
+    if at is None:
+        return timeout
+    remaining = at - time.monotonic()
+    if remaining <= 0:
+        raise expired("the call's deadline has passed")
+    return remaining if timeout is None else min(timeout, remaining)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A network stream whose every read, write and TLS handshake ends by the current io_deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream) -> None:
+        self._inner = inner
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._inner.read(max_bytes, _clamped(timeout, httpcore.ReadTimeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._inner.write(buffer, _clamped(timeout, httpcore.WriteTimeout))
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        timeout = _clamped(timeout, httpcore.ConnectTimeout)
+        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, timeout))
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
 
 
 class GuardedBackend(httpcore.NetworkBackend):
@@ -62,18 +122,20 @@ class GuardedBackend(httpcore.NetworkBackend):
         self._policy.check_port(port)
         addresses = self._resolve(host, port)
         self._policy.check_addresses(addresses)  # raises DestinationNotAllowed; httpx lets it through
+        timeout = _clamped(timeout, httpcore.ConnectTimeout)  # a slow DNS answer may have used it up
         deadline = None if timeout is None else time.monotonic() + timeout
         last_error: Exception = httpcore.ConnectError(f"no address for host {host!r}")
         for ip in addresses:
             remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
             try:
-                return self._inner.connect_tcp(
+                stream = self._inner.connect_tcp(
                     ip,
                     port,
                     timeout=remaining,
                     local_address=local_address,
                     socket_options=socket_options,  # type: ignore[arg-type]
                 )
+                return _DeadlineStream(stream)
             except httpcore.ConnectTimeout:
                 raise
             except httpcore.ConnectError as exc:

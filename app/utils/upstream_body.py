@@ -1,8 +1,8 @@
 """Reading an upstream's streamed response under a deadline and a decoded-size cap, and rendering it as JSON.
 
-Every socket read gets only the time left before the deadline (httpcore reads the request's "timeout"
-extension afresh on each read, so shrinking it bounds the whole body), and the deadline is checked between
-chunks, so an upstream that trickles bytes forever is cut when the time is up.
+Every socket read gets only the time left before the deadline (io_deadline in app/utils/http_client.py:
+httpcore itself gives each read of the body the same relative timeout), and the deadline is checked
+between chunks, so an upstream that trickles bytes forever is cut when the time is up.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import httpx
 
 from app.errors import UpstreamError, UpstreamResponseTooLarge, UpstreamTimeout
 from app.utils.capped_body import BodyDecodeError, BodyTooLarge, CappedDecoder
+from app.utils.http_client import io_deadline
 
 _DRAIN_BYTES = 64 * 1024
 _DRAIN_SECONDS = 0.5
@@ -26,16 +27,13 @@ _TEXT_TYPES = ("application/xml", "application/javascript", "application/x-www-f
 
 def raw_chunks(response: httpx.Response, deadline: float) -> Iterator[bytes]:
     """The raw body, each socket read limited to the time left before `deadline` (time.monotonic)."""
-    timeouts = response.request.extensions.get("timeout")
     chunks = response.iter_raw()
     while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
+        if deadline - time.monotonic() <= 0:
             raise UpstreamTimeout()
-        if isinstance(timeouts, dict):
-            timeouts["read"] = remaining
         try:
-            chunk = next(chunks)
+            with io_deadline(deadline):  # set and reset around each read, never held across a yield
+                chunk = next(chunks)
         except StopIteration:
             return
         yield chunk
