@@ -239,6 +239,7 @@ def test_an_id_too_large_for_the_column_is_not_found(client, tokens, key_id):
         ({"name": "ci", "expires_at": "2020-01-01T00:00:00Z"}, "expires_at"),
         ({"name": "ci", "expires_at": "2999-01-01T00:00:00"}, "expires_at"),
         ({"name": "ci", "expires_at": "next week"}, "expires_at"),
+        ({"name": "ci", "expires_at": "9999-12-31T23:00:00-05:00"}, "expires_at"),  # past year 9999 in UTC
         ({"name": "ci", "expires_at": 4102444800}, "expires_at"),
         ({"name": "ci", "key": "mla-chosen-by-me"}, "key"),
         ({"name": "ci\x00"}, "name"),  # PostgreSQL text cannot hold U+0000

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
@@ -47,7 +47,11 @@ class ApiKeyCreateRequest(StrictModel):
             raise ValueError("Must be an ISO 8601 date and time with a time zone.") from None
         if moment.tzinfo is None:
             raise ValueError("Must include a time zone, such as Z or +02:00.")
-        return moment
+        try:
+            # Kept in UTC, where 9999-12-31T23:00:00-05:00 (valid ISO text) falls past datetime's last year.
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("Must fall within the years 1 to 9999 in UTC.") from None
 
     @field_validator("models")
     @classmethod
