@@ -17,6 +17,7 @@ from typing import Any
 
 import httpcore
 import httpx
+import orjson
 import pytest
 import trustme
 from werkzeug.wrappers import Request, Response
@@ -216,6 +217,22 @@ def test_timeout_above_the_limit_is_refused(
         (b"\x89PNG\r\n\x1a\n\x00\x01", "image/png", "iVBORw0KGgoAAQ==", "base64"),
         (b"\xff\xfe\x00", "text/plain; charset=utf-8", "//4A", "base64"),
         (b"", "application/json", "", None),
+        # valid JSON that orjson cannot write back (or json.loads cannot nest): handed back as text
+        pytest.param(
+            b'{"id": 18446744073709551616}',
+            "application/json",
+            '{"id": 18446744073709551616}',
+            None,
+            id="bigint",
+        ),
+        pytest.param(b"[" * 300 + b"]" * 300, "application/json", "[" * 300 + "]" * 300, None, id="deep"),
+        pytest.param(
+            b"[" * 100_000 + b"]" * 100_000,
+            "application/json",
+            "[" * 100_000 + "]" * 100_000,
+            None,
+            id="deeper",
+        ),
     ],
 )
 def test_body_rendering(
@@ -232,6 +249,7 @@ def test_body_rendering(
     assert result.body_encoding == encoding
     data = result.to_response()
     assert ("body_encoding" in data) == (encoding is not None)
+    orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS)  # as app/json_provider.py will write it
 
 
 def test_upstream_error_status_is_an_answer_not_an_error(

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import orjson
 
 from app.errors import UpstreamError, UpstreamResponseTooLarge, UpstreamTimeout
 from app.utils.capped_body import BodyDecodeError, BodyTooLarge, CappedDecoder
@@ -22,6 +23,7 @@ from app.utils.http_client import io_deadline
 
 _DRAIN_BYTES = 64 * 1024
 _DRAIN_SECONDS = 0.5
+_NOT_RETURNABLE = object()
 _TEXT_TYPES = ("application/xml", "application/javascript", "application/x-www-form-urlencoded")
 
 
@@ -95,13 +97,28 @@ def render_body(raw: bytes, content_type: str, decoded: bool) -> tuple[Any, str 
         return "", None
     is_json = media == "application/json" or media.endswith("+json")
     if is_json:
-        try:
-            return json.loads(raw.decode(charset)), None
-        except (ValueError, LookupError):
-            pass  # mislabelled: fall through to text
+        parsed = _json_we_can_return(raw, charset)
+        if parsed is not _NOT_RETURNABLE:
+            return parsed, None
+        # mislabelled, or JSON our orjson responses cannot write back: fall through to text
     if is_json or not media or media.startswith("text/") or media in _TEXT_TYPES or media.endswith("+xml"):
         try:
             return raw.decode(charset), None
         except (UnicodeDecodeError, LookupError):
             pass
     return base64.b64encode(raw).decode("ascii"), "base64"
+
+
+def _json_we_can_return(raw: bytes, charset: str) -> Any:
+    """The parsed body, or _NOT_RETURNABLE when it is not JSON that orjson (app/json_provider.py) can write.
+
+    json.loads keeps integers exact, but orjson refuses those beyond 64 bits and nesting deeper than 254,
+    and json.loads itself overflows the stack on very deep nesting: returned as parsed, such bodies would
+    fail only when Flask serialises the response, after the call was audited as a success.
+    """
+    try:
+        parsed = json.loads(raw.decode(charset))
+        orjson.dumps(parsed, option=orjson.OPT_NON_STR_KEYS)
+    except (ValueError, LookupError, RecursionError, TypeError):  # orjson.JSONEncodeError is a TypeError
+        return _NOT_RETURNABLE
+    return parsed
