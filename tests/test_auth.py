@@ -34,6 +34,7 @@ def test_documented_example_registers(client):
         ("username", "a" * 33),
         ("username", "bad name"),
         ("username", "semi;colon"),
+        ("username", "\u0390" * 32),  # 32 letters, but 96 once case-folded: too long for the unique key
         ("email", "not-an-email"),
         ("email", "a@"),
         ("password", "Short1"),

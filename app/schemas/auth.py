@@ -4,8 +4,19 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from app.models.user import User
 from app.schemas.common import NulFreeStr, StrictModel
 from app.utils import validators
+
+USERNAME_KEY_LENGTH = User.__table__.c.username_key.type.length
+
+
+def _username_with_a_key_that_fits(raw: str) -> str:
+    username = validators.normalise_username(raw)
+    # Case folding can lengthen a name (U+0390 becomes three characters); the unique key must fit its column.
+    if len(validators.username_key(username)) > USERNAME_KEY_LENGTH:
+        raise ValueError("Username is too long once case is folded; choose a shorter one.")
+    return username
 
 
 class RegisterRequest(StrictModel):
@@ -13,7 +24,7 @@ class RegisterRequest(StrictModel):
     email: NulFreeStr = Field(examples=["usuario@example.com"])
     password: str = Field(examples=["Password123"])
 
-    _username = field_validator("username")(validators.normalise_username)
+    _username = field_validator("username")(_username_with_a_key_that_fits)
     _email = field_validator("email")(validators.normalise_email)
     _password = field_validator("password")(validators.check_password_strength)
 
