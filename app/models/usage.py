@@ -9,6 +9,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from app.extensions import db
 from app.models.user import as_utc, utcnow
 
+MODEL_NAME_LENGTH = 200  # a model name the API accepts fits its usage row
+
 
 class UsageRecord(db.Model):
     """One LLM call (a compare writes one per model): who, which model, what it cost, how it ended."""
@@ -25,9 +27,9 @@ class UsageRecord(db.Model):
     api_key_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     endpoint: Mapped[str] = mapped_column(String(16))  # chat, stream, embeddings, compare
-    model: Mapped[str] = mapped_column(String(200))  # the public name the caller asked for
+    model: Mapped[str] = mapped_column(String(MODEL_NAME_LENGTH))  # the public name the caller asked for
     provider: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    upstream_model: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    upstream_model: Mapped[str | None] = mapped_column(String(MODEL_NAME_LENGTH), nullable=True)
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     tokens_estimated: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -7,11 +7,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from app.models.usage import MODEL_NAME_LENGTH
+
 _FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+_MAX_TOKENS = 2**31 - 1  # what the usage rows and the limit counters hold
+# Gemini's adapter carries the model's thought signature inside the tool call id (a few hundred bytes),
+# and a client must send that id back unchanged.
+_TOOL_CALL_ID_LENGTH = 8192
+ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_LENGTH)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: a JSON string is not a number and `true` is not 1, as OpenAI's own validation has it.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class TextPart(_Strict):
@@ -38,7 +46,7 @@ class FunctionCall(_Strict):
 
 
 class ToolCall(_Strict):
-    id: str = Field(min_length=1, max_length=256)
+    id: str = Field(min_length=1, max_length=_TOOL_CALL_ID_LENGTH)
     type: Literal["function"] = "function"
     function: FunctionCall
 
@@ -67,6 +75,11 @@ class AssistantMessage(_Strict):
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     refusal: str | None = None
+    # Fields of a completion's message that the openai SDK sends back when a caller appends
+    # `completion.choices[0].message` to its messages: accepted, and not sent upstream.
+    annotations: list[dict[str, Any]] | None = Field(default=None, exclude=True)
+    audio: None = Field(default=None, exclude=True)
+    function_call: None = Field(default=None, exclude=True)
 
     @model_validator(mode="after")
     def _has_something(self) -> AssistantMessage:
@@ -78,7 +91,7 @@ class AssistantMessage(_Strict):
 class ToolMessage(_Strict):
     role: Literal["tool"]
     content: str | list[TextPart]
-    tool_call_id: str = Field(min_length=1, max_length=256)
+    tool_call_id: str = Field(min_length=1, max_length=_TOOL_CALL_ID_LENGTH)
 
 
 Message = Annotated[
@@ -151,8 +164,8 @@ class ChatParameters(_Strict):
     messages: list[Message] = Field(min_length=1, max_length=2048)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=_MAX_TOKENS)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=_MAX_TOKENS)
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, ge=1, le=8)
     seed: int | None = None
@@ -173,6 +186,8 @@ class ChatParameters(_Strict):
 
     @model_validator(mode="after")
     def _tool_choice_needs_tools(self) -> ChatParameters:
+        if self.tool_choice == "required" and not self.tools:
+            raise ValueError("tool_choice 'required' needs tools")
         if isinstance(self.tool_choice, NamedToolChoice):
             names = {tool.function.name for tool in self.tools or []}
             if self.tool_choice.function.name not in names:
@@ -185,13 +200,19 @@ class ChatParameters(_Strict):
 
 
 class ChatCompletionRequest(ChatParameters):
-    model: str = Field(min_length=1, max_length=256)
+    model: ModelName
     stream: bool | None = None
     stream_options: StreamOptions | None = None
 
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> ChatCompletionRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
 
 class EmbeddingsRequest(_Strict):
-    model: str = Field(min_length=1, max_length=256)
+    model: ModelName
     input: str | list[str] = Field(description="A string or a list of up to 2048 strings.")
     dimensions: int | None = Field(default=None, ge=1)
     encoding_format: Literal["float", "base64"] | None = None
@@ -209,7 +230,7 @@ class EmbeddingsRequest(_Strict):
 
 
 class CompareRequest(ChatParameters):
-    models: list[str] = Field(min_length=2, max_length=8)
+    models: list[ModelName] = Field(min_length=2, max_length=8)
 
     @field_validator("models")
     @classmethod

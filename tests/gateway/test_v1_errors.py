@@ -149,6 +149,14 @@ def test_missing_or_bad_credentials_are_401(gateway):
             "body",
         ),
         ({"messages": HI}, "model"),
+        ({"model": "m" * 201, "messages": HI}, "model"),  # longer than a usage row holds
+        # Strict types, as OpenAI has them: `true` is not 1 and "0.5" is not a number.
+        ({"model": "mock/echo-1", "messages": HI, "max_tokens": True}, "max_tokens"),
+        ({"model": "mock/echo-1", "messages": HI, "max_tokens": 2**31}, "max_tokens"),
+        ({"model": "mock/echo-1", "messages": HI, "temperature": "0.5"}, "temperature"),
+        ({"model": "mock/echo-1", "messages": HI, "stream": "yes"}, "stream"),
+        ({"model": "mock/echo-1", "messages": HI, "tool_choice": "required"}, "body"),
+        ({"model": "mock/echo-1", "messages": HI, "stream_options": {"include_usage": True}}, "body"),
     ],
 )
 def test_bad_requests_are_400_naming_the_field(gateway, body, param):
@@ -180,3 +188,27 @@ def test_models_lists_what_the_caller_may_use(upstream, gateway):
     assert models["p/m-1"] == "p" and models["p/m-2"] == "p"
     assert "mock" in models["mock/echo-1"]
     assert gw.sdk.chat.completions.create(model="fast", messages=HI).choices[0].message.content
+
+
+def test_a_replayed_assistant_message_is_accepted_and_its_output_fields_stay_here(upstream, gateway):
+    # The openai SDK's tool loop appends `completion.choices[0].message` to the messages as it came:
+    # with annotations, refusal, audio and function_call. A tool call id may be long (Gemini's carries a
+    # thought signature).
+    standin = upstream(openai_like(reply="done"))
+    gw = gateway(provider_config("p", "openai", standin.url + "/v1"))
+    call_id = "call_" + "s" * 600
+    replayed = {
+        "role": "assistant",
+        "content": None,
+        "refusal": None,
+        "annotations": [],
+        "audio": None,
+        "function_call": None,
+        "tool_calls": [{"id": call_id, "type": "function", "function": {"name": "f", "arguments": "{}"}}],
+    }
+    messages = [*HI, replayed, {"role": "tool", "tool_call_id": call_id, "content": "42"}]
+    completion = gw.sdk.chat.completions.create(model="p/gpt-x", messages=messages, temperature=1)
+    assert completion.choices[0].message.content == "done"
+    sent = standin.last.json["messages"][1]
+    assert sent["tool_calls"][0]["id"] == call_id
+    assert not {"annotations", "audio", "function_call"} & set(sent)
