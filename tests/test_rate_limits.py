@@ -89,6 +89,28 @@ def test_probes_are_never_limited(make_app):
         assert "X-RateLimit-Limit" not in response.headers
 
 
+PREFLIGHT = {
+    "Origin": "https://app.example",
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, content-type",
+}
+
+
+def test_cors_preflights_are_not_counted(make_app):
+    client = make_app(RATE_LIMIT_DEFAULT="2 per minute", AUTH_RATE_LIMIT="1 per minute").test_client()
+    for path in ("/api/profile", "/api/auth/login"):
+        for _ in range(3):
+            response = client.options(path, headers=PREFLIGHT)
+            assert response.status_code == 200
+            assert "Access-Control-Allow-Origin" in response.headers
+    # The requests the preflights announced still have their whole budget.
+    first = client.get("/api/profile")
+    assert first.status_code == 401
+    assert first.headers["X-RateLimit-Remaining"] == "1"
+    login = client.post("/api/auth/login", json={"username": "alice", "password": "Guess-1234"})
+    assert login.status_code == 401
+
+
 def test_a_refusal_reports_the_limit_and_when_to_retry(make_app):
     client = make_app(RATE_LIMIT_DEFAULT="1 per minute").test_client()
     assert client.get("/api/profile").status_code == 401

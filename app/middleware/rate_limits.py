@@ -1,5 +1,6 @@
 """Request rate limits: RATE_LIMIT_PER_MINUTE per caller (the user, else the client address) on every
 route but the probes, and AUTH_RATE_LIMIT on login and register, per address and per target username.
+OPTIONS requests (CORS preflights) are never counted.
 
 Counting and storage are the `limits` library's (memory, or Redis through RATE_LIMIT_STORAGE_URL so
 every instance shares the counters); this module is only the Flask glue. Flask-Limiter did the same
@@ -97,7 +98,9 @@ class RateLimits:
     def check(self) -> None:
         """before_request: count the request against every limit that applies; 429 past one."""
         endpoint = request.endpoint
-        if not self.enabled or endpoint is None:
+        # OPTIONS is answered by Flask and Flask-CORS without running a view: a browser's CORS preflight
+        # would otherwise spend the budget of the request it announces (twice on login, with two limits).
+        if not self.enabled or endpoint is None or request.method == "OPTIONS":
             return
         is_exempt, route_limits = self._rules(endpoint)
         if is_exempt:
