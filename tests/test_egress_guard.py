@@ -271,3 +271,22 @@ def test_allowed_ports_are_configurable() -> None:
         policy.check_url("http://example.com/")
     with pytest.raises(DestinationNotAllowed):
         policy.check_url("https://example.com:8443/")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://xn--bcher-kva.ch/", "https://XN--BCHER-KVA.ch/", "https://b\u00fccher.ch/"]
+)
+def test_internationalised_names_in_either_spelling(url: str) -> None:
+    assert DEFAULT.check_url(url).raw_host == b"xn--bcher-kva.ch"
+    for pattern in ("b\u00fccher.ch", "xn--bcher-kva.ch"):
+        EgressPolicy(allowed_hosts=(pattern,)).check_url(url)
+    with pytest.raises(DestinationNotAllowed):
+        EgressPolicy(allowed_hosts=("*.b\u00fccher.ch",)).check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://xn--/", "http://xn--a/", "http://xn--ls8h.com/", "http://a.xn--ls8h.com/"]
+)
+def test_undecodable_internationalised_names_are_bad_requests(url: str) -> None:
+    with pytest.raises(BadRequest):
+        DEFAULT.check_url(url)

@@ -668,6 +668,26 @@ def test_redirect_to_a_name_of_an_internal_address_is_refused(
     assert asked == ["sneaky.example"]
 
 
+def test_redirect_to_an_internationalised_name(
+    client: httpx.Client, settings: ExternalApiSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = fake_dns(monkeypatch, {"xn--bcher-kva.ch": [["127.0.0.1"]]})
+
+    def handler(request: Request) -> Response:
+        if request.path == "/start":
+            return Response(b"", status=302, headers={"Location": f"http://xn--bcher-kva.ch:{port}/final"})
+        if request.path == "/bad":
+            return Response(b"", status=302, headers={"Location": f"http://xn--ls8h.la:{port}/"})
+        return json_response({"host": request.headers["Host"]})
+
+    with Upstream(handler) as up:
+        port = up.port
+        result = call_external(client, settings, "GET", up.url + "/start")
+        assert result.body == {"host": f"xn--bcher-kva.ch:{port}"} and asked == ["xn--bcher-kva.ch"]
+        with pytest.raises(DestinationNotAllowed):
+            call_external(client, settings, "GET", up.url + "/bad")
+
+
 @pytest.mark.parametrize("location", ["ftp://127.0.0.1/x", "http://user:pw@127.0.0.1/", "file:///etc/passwd"])
 def test_redirect_to_a_bad_scheme_or_credentials_is_refused(
     location: str, client: httpx.Client, settings: ExternalApiSettings

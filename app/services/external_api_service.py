@@ -40,6 +40,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpx
+import idna
 
 from app.errors import (
     ApiError,
@@ -316,8 +317,13 @@ def _send_following_redirects(
         request = client.build_request(
             method, url, headers=headers, content=content, timeout=httpx.Timeout(remaining)
         )
-        with io_deadline(deadline):  # httpx.Timeout is per socket read; this bounds them all
-            response = client.send(request, stream=True)
+        try:
+            with io_deadline(deadline):  # httpx.Timeout is per socket read; this bounds them all
+                response = client.send(request, stream=True)
+        except idna.IDNAError:
+            # httpx builds the next request of every redirect, even one it does not follow, and fails on a
+            # Location whose "xn--" host decodes to nothing valid (it has closed the response).
+            raise DestinationNotAllowed() from None
         location = response.headers.get("location")
         if response.status_code not in REDIRECT_STATUSES or not location:
             return response
@@ -333,7 +339,7 @@ def _send_following_redirects(
         if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
             method, content = "GET", None
             headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
-        if (next_url.scheme, next_url.host, next_url.port) != (url.scheme, url.host, url.port):
+        if (next_url.scheme, next_url.raw_host, next_url.port) != (url.scheme, url.raw_host, url.port):
             headers = {k: v for k, v in headers.items() if k.lower() not in _CROSS_ORIGIN_DROPPED}
         url = next_url
     raise UpstreamError("The upstream redirected too many times.")

@@ -125,6 +125,36 @@ def canonical_host(host: str) -> str:
         return host
 
 
+def _ascii_host(host: str) -> str:
+    """The host as DNS sees it, in A-labels ("bücher.ch" -> "xn--bcher-kva.ch"); BadRequest if no valid IDN.
+
+    Both spellings of a name then get one decision (allow-list, ambiguity check), and an "xn--" label that
+    decodes to nothing valid ("xn--", an emoji) is refused here instead of failing deep in httpx.
+    """
+    if host.isascii() and "xn--" not in host:
+        return host
+    import idna  # loaded with httpx, and only for internationalised names
+
+    try:
+        ascii_host = host if host.isascii() else idna.encode(host).decode("ascii")
+        for label in ascii_host.split("."):
+            if label.startswith("xn--"):
+                idna.decode(label)
+    except (idna.IDNAError, UnicodeError):
+        raise BadRequest("The URL's host is not a valid internationalised domain name.") from None
+    return ascii_host
+
+
+def _ascii_pattern(pattern: str) -> str:
+    """An allow-list entry in the form hosts are matched in: "*.bücher.ch" -> "*.xn--bcher-kva.ch"."""
+    pattern = pattern.strip().lower().rstrip(".")
+    wildcard, name = ("*.", pattern[2:]) if pattern.startswith("*.") else ("", pattern)
+    try:
+        return wildcard + _ascii_host(name)
+    except BadRequest:
+        return pattern  # not a valid name: it matches no host that passes check_url
+
+
 def _ip_or_none(host: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(host)
@@ -151,7 +181,7 @@ class EgressPolicy:
     def __post_init__(self) -> None:
         exempt = tuple(ipaddress.ip_network(n, strict=False) for n in self.allow_private_networks)
         object.__setattr__(self, "_exempt", exempt)
-        object.__setattr__(self, "allowed_hosts", tuple(self.allowed_hosts))
+        object.__setattr__(self, "allowed_hosts", tuple(_ascii_pattern(p) for p in self.allowed_hosts))
         object.__setattr__(self, "allowed_ports", tuple(tuple(r) for r in self.allowed_ports))
 
     def is_allowed_address(self, ip: IPAddress | str) -> bool:
@@ -200,7 +230,7 @@ class EgressPolicy:
             raise BadRequest("Credentials in the URL are not allowed; send an Authorization header.")
         if not parts.hostname:
             raise BadRequest("The URL has no host.")
-        host = canonical_host(parts.hostname)
+        host = _ascii_host(canonical_host(parts.hostname))
         ip = _ip_or_none(host)
         netloc = f"[{host}]" if ip is not None and ip.version == 6 else host
         if port is not None:
@@ -213,7 +243,8 @@ class EgressPolicy:
         except httpx.InvalidURL:
             raise BadRequest("The URL cannot be parsed.") from None
         # Two parsers must agree on the host, or the URL is ambiguous (parser-differential tricks).
-        if canonical_host(result.host) != host:
+        # raw_host is the A-label form that is dialled; httpx's .host decodes some "xn--" names, not all.
+        if canonical_host(result.raw_host.decode("ascii")) != host:
             raise BadRequest("The URL's host is ambiguous.")
         default_port = 443 if result.scheme == "https" else 80
         self.check_port(default_port if result.port is None else result.port)  # port 0 is not "default"
