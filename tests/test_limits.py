@@ -232,6 +232,22 @@ def test_the_largest_limits_admitted_and_any_already_stored_still_let_calls_thro
     assert response.status_code == 200, response.get_json()
 
 
+def test_ids_beyond_any_row_in_limit_paths_are_a_404(priced_app):
+    app = priced_app()
+    client = app.test_client()
+    admin = admin_token(app)
+    for method, path in (
+        ("get", "/api/admin/users/99999999999/limits"),
+        ("put", "/api/admin/users/99999999999/limits"),
+        ("put", "/api/admin/keys/99999999999/limits"),
+        ("get", "/api/keys/99999999999/limits"),
+        ("put", "/api/keys/99999999999/limits"),
+    ):
+        response = getattr(client, method)(path, json={}, headers=bearer(admin))
+        assert response.status_code == 404, (path, response.get_data(as_text=True))
+        assert set(response.get_json()["error"]) >= {"code", "message"}
+
+
 def test_100_concurrent_requests_cannot_overshoot_a_nearly_spent_budget(priced_app):
     app = priced_app()
     client = app.test_client()

@@ -12,7 +12,7 @@ from app.models import ApiKey, User
 from app.routes.docs import BEARER
 from app.routes.usage import flush_usage
 from app.schemas.common import ErrorResponse
-from app.schemas.usage import AdminUsageQuery, KeyPath, LimitsBody, UserPath
+from app.schemas.usage import MAX_ID, AdminUsageQuery, KeyPath, LimitsBody, UserPath
 from app.services import usage_report
 from app.services.limits import limit_service
 
@@ -31,6 +31,11 @@ def all_usage(query: AdminUsageQuery):
     return usage_report.report(query.user_id, start, end, query.group_by, query.page, query.per_page)
 
 
+def _missing(model: type[User] | type[ApiKey], row_id: int) -> bool:
+    # An id no row can have (beyond the INTEGER column) is not looked up: PostgreSQL would refuse it.
+    return row_id > MAX_ID or db.session.get(model, row_id) is None
+
+
 def _limits_response(scope: str, subject_id: int) -> dict:
     service = limit_service()
     return {
@@ -43,7 +48,7 @@ def _limits_response(scope: str, subject_id: int) -> dict:
 @admin_required
 def get_user_limits(path: UserPath):
     """A user's stored limits (null: the default) and the effective ones."""
-    if db.session.get(User, path.user_id) is None:
+    if _missing(User, path.user_id):
         raise NotFound("No such user.")
     return {"user_id": path.user_id, **_limits_response("user", path.user_id)}
 
@@ -52,7 +57,7 @@ def get_user_limits(path: UserPath):
 @admin_required
 def set_user_limits(path: UserPath, body: LimitsBody):
     """Set a user's limits: a number (0 = unlimited), or null for the default; omitted fields stay."""
-    if db.session.get(User, path.user_id) is None:
+    if _missing(User, path.user_id):
         raise NotFound("No such user.")
     limit_service().set_limits("user", path.user_id, body.model_dump(exclude_unset=True))
     return {"user_id": path.user_id, **_limits_response("user", path.user_id)}
@@ -62,7 +67,7 @@ def set_user_limits(path: UserPath, body: LimitsBody):
 @admin_required
 def set_key_limits(path: KeyPath, body: LimitsBody):
     """Set any API key's limits: a number (0 = unlimited), or null for none."""
-    if db.session.get(ApiKey, path.key_id) is None:
+    if _missing(ApiKey, path.key_id):
         raise NotFound("No such API key.")
     limit_service().set_limits("key", path.key_id, body.model_dump(exclude_unset=True))
     return {"key_id": path.key_id, **_limits_response("key", path.key_id)}

@@ -13,7 +13,7 @@ from app.middleware.validation import validated
 from app.models import ApiKey, User
 from app.routes.docs import BEARER
 from app.schemas.common import ErrorResponse
-from app.schemas.usage import KeyPath, LimitsBody, UsageQuery
+from app.schemas.usage import MAX_ID, KeyPath, LimitsBody, UsageQuery
 from app.services import usage_report
 from app.services.limits import limit_service
 
@@ -54,6 +54,8 @@ def my_limits():
 
 
 def _own_key(key_id: int) -> ApiKey:
+    if key_id > MAX_ID:  # no row has it, and PostgreSQL would refuse it in a query
+        raise NotFound("No such API key.")
     key = db.session.scalar(
         select(ApiKey).where(
             ApiKey.id == key_id, ApiKey.user_id == current_identity().user_id, ApiKey.revoked_at.is_(None)
