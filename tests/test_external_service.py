@@ -722,7 +722,7 @@ def test_redirect_method_rules(
         assert ("Content-Type" in up.last.headers) == bool(body)
 
 
-def test_cross_origin_redirect_drops_authorization(
+def test_cross_origin_redirect_forwards_no_credential(
     client: httpx.Client, settings: ExternalApiSettings
 ) -> None:
     with Upstream() as other:
@@ -735,12 +735,32 @@ def test_cross_origin_redirect_drops_authorization(
             return json_response({})
 
         with Upstream(handler) as up:
-            headers = {"Authorization": "Bearer upstream-token", "Cookie": "s=1", "X-Keep": "yes"}
-            result = call_external(client, settings, "GET", up.url + "/same", headers=headers)
-            assert up.last.path == "/same2" and up.last.headers["Authorization"] == "Bearer upstream-token"
+            headers = {
+                "Authorization": "Bearer upstream-token",
+                "Cookie": "s=1",
+                "X-API-Key": "tu-api-key",  # the contract's own example: any name can hold a credential
+                "Accept": "application/json",
+                "Accept-Language": "es",
+            }
+            result = call_external(
+                client,
+                settings,
+                "POST",
+                up.url + "/same",
+                headers=headers,
+                payload={"a": 1},
+                idempotency_key="k1",
+            )
+            same = {k.lower(): v for k, v in up.last.headers.items()}
+            assert up.last.path == "/same2"
+            assert same["authorization"] == "Bearer upstream-token" and same["x-api-key"] == "tu-api-key"
         assert result.url == other.url + "/away"
-        assert "Authorization" not in other.last.headers and "Cookie" not in other.last.headers
-        assert other.last.headers["X-Keep"] == "yes"
+        away = {k.lower(): v for k, v in other.last.headers.items()}
+        for name in ("authorization", "cookie", "x-api-key"):
+            assert name not in away
+        assert away["accept"] == "application/json" and away["accept-language"] == "es"
+        assert away["content-type"] == "application/json" and away["idempotency-key"] == "k1"
+        assert away["user-agent"] == "multi-llm-api/0.1" and other.last.json == {"a": 1}  # 307 keeps the body
 
 
 def test_redirect_body_is_not_drained_without_limit(

@@ -18,7 +18,8 @@ ExternalCallAudit for every call, failed ones included (outcome = the error code
 Decisions worth knowing:
 - Redirects are followed here, not by httpx: each Location goes through EgressPolicy.check_url (a refused
   or non-http(s) hop is 403), 303 (and 301/302 after POST) turn into a body-less GET, 307/308 keep method
-  and body, and Authorization/Cookie are dropped when the origin changes. Redirect bodies are drained at
+  and body, and when the origin changes only headers that cannot carry a credential go on (Accept*,
+  Content-Type, User-Agent, Idempotency-Key; app/utils/http_headers.py). Redirect bodies are drained at
   most 64 KiB and half a second, then the connection is closed. Retries restart from the first URL, so a
   POST without Idempotency-Key is retried only on what its first hop said (a refused connect, or a 429/503
   with Retry-After answering the POST itself), never on what a later hop said.
@@ -53,14 +54,13 @@ from app.errors import (
 )
 from app.services.external_settings import ExternalApiSettings, ExternalCallAudit
 from app.utils.http_client import build_http_client, io_deadline
-from app.utils.http_headers import header_problem, inbound_headers, outbound_headers
+from app.utils.http_headers import cross_origin_headers, header_problem, inbound_headers, outbound_headers
 from app.utils.retry_policy import backoff_delay, parse_retry_after
 from app.utils.upstream_body import discard_response, read_capped_body, render_body
 
 METHODS = ("GET", "POST", "PUT", "DELETE")
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
-_CROSS_ORIGIN_DROPPED = ("authorization", "cookie", "proxy-authorization")
 
 Sleep = Callable[[float], None]
 
@@ -340,7 +340,7 @@ def _send_following_redirects(
             method, content = "GET", None
             headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
         if (next_url.scheme, next_url.raw_host, next_url.port) != (url.scheme, url.raw_host, url.port):
-            headers = {k: v for k, v in headers.items() if k.lower() not in _CROSS_ORIGIN_DROPPED}
+            headers = cross_origin_headers(headers)
         url = next_url
     raise UpstreamError("The upstream redirected too many times.")
 

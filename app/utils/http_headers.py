@@ -5,6 +5,11 @@ caller set them invites request smuggling) and set our own User-Agent and Accept
 body ourselves, under the size cap). A caller's "Authorization" inside the body's headers dict is meant
 for the upstream and is forwarded; the route never passes the caller's own credentials for this service.
 
+When a redirect leads to another origin, only headers that describe the request rather than authorise it
+go on (cross_origin_headers): a caller's credential may be named anything (X-API-Key, Api-Token, a
+custom auth scheme), so no list of names to drop can be complete, and the new origin is whatever the
+first one chose to name, over http even.
+
 Inbound we drop hop-by-hop headers, the framing headers that no longer describe the body we return
 (Content-Length, Content-Encoding once decoded) and Set-Cookie: the service is no cookie jar, several
 Set-Cookie lines do not survive being joined into one string, and session secrets stay out of logs.
@@ -69,6 +74,26 @@ def outbound_headers(caller: Mapping[str, str], *, user_agent: str) -> dict[str,
     headers["User-Agent"] = user_agent
     headers["Accept-Encoding"] = "gzip, deflate"  # only what app/utils/capped_body.py decodes
     return headers
+
+
+# Kept across origins: content negotiation, the body's type (a 307/308 keeps the body), our User-Agent,
+# and the Idempotency-Key that makes a resent POST safe. Accept-Encoding is ours (what we decode).
+_CROSS_ORIGIN_KEPT = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "content-language",
+        "content-type",
+        "idempotency-key",
+        "user-agent",
+    }
+)
+
+
+def cross_origin_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The outbound headers that may follow a redirect to another origin: none that could be a credential."""
+    return {name: value for name, value in headers.items() if name.lower() in _CROSS_ORIGIN_KEPT}
 
 
 def inbound_headers(headers: Iterable[tuple[str, str]], *, decoded: bool) -> dict[str, str]:
