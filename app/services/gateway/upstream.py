@@ -291,8 +291,29 @@ def open_response(
             error_body = _read_bounded(response)
         finally:
             close(response)
-        raise adapter.parse_error(response.status, error_body, response.headers)
+        error = adapter.parse_error(response.status, error_body, response.headers)
+        raise _safe_to_show(error, adapter.settings.api_key)
     return response
+
+
+def _safe_to_show(error: ProviderError, api_key: str | None) -> ProviderError:
+    """The error without the gateway's own credentials in its text: callers and the log see that text."""
+    message = error.message
+    if error.kind in ("authentication", "permission"):
+        # About the gateway's key, not the caller's request; providers quote the key, or part of it.
+        message = f"{error.provider} refused the gateway's credentials (HTTP {error.upstream_status})"
+    elif api_key and api_key in message:
+        message = message.replace(api_key, "[redacted]")
+    if message == error.message:
+        return error
+    return ProviderError(
+        message,
+        kind=error.kind,
+        provider=error.provider,
+        upstream_status=error.upstream_status,
+        retry_after=error.retry_after,
+        provider_code=error.provider_code,
+    )
 
 
 def exchange(
