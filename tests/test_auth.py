@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import io
+import json
 import threading
 import time
 import unicodedata
@@ -216,6 +218,21 @@ def test_reuse_does_not_touch_other_logins(client, auth):
     client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     client.post("/api/auth/refresh", json={"refresh_token": first["refresh_token"]})
     assert client.get("/api/profile", headers=bearer(second["access_token"])).status_code == 200
+
+
+def test_refresh_reads_a_chunked_body(client, auth):
+    tokens = auth.signup()
+    body = json.dumps({"refresh_token": tokens["refresh_token"]}).encode()
+    # Transfer-Encoding: chunked and no Content-Length, as a streaming client sends it.
+    response = client.post(
+        "/api/auth/refresh",
+        input_stream=io.BytesIO(body),
+        content_type="application/json",
+        headers={"Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json()["refresh_token"] != tokens["refresh_token"]
 
 
 def test_refresh_without_a_token(client):

@@ -7,6 +7,7 @@ from app.errors import Unauthorized
 from app.middleware import rate_limits
 from app.middleware.auth_middleware import bearer_token, current_identity, jwt_required
 from app.middleware.rate_limits import client_address
+from app.middleware.request_context import has_body
 from app.routes.docs import BEARER
 from app.schemas.auth import (
     LoginRequest,
@@ -68,7 +69,8 @@ def login(body: LoginRequest):
 def refresh():
     """Trade a refresh token for a new pair; the old refresh token stops working."""
     # The body is optional (the token may come as a bearer header), so it is validated here.
-    body = RefreshRequest.model_validate(request.get_json()) if request.content_length else None
+    # has_body, not content_length: a chunked body has no Content-Length.
+    body = RefreshRequest.model_validate(request.get_json()) if has_body(request) else None
     token = (body.refresh_token if body else None) or bearer_token()
     if not token:
         raise Unauthorized('Send the refresh token as {"refresh_token": ...} or as Authorization: Bearer.')
