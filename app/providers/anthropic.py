@@ -241,6 +241,7 @@ class AnthropicAdapter(ProviderAdapter):
         chunks = shapes.ChunkMaker(model)
         tool_indexes: dict[int, int] = {}  # content block index -> OpenAI tool_calls index
         usage: dict[str, Any] = {}
+        stopped = False
         for event in iter_sse_events(lines):
             data = shapes.load_json(event.data) if event.data else None
             if not isinstance(data, dict):
@@ -270,6 +271,7 @@ class AnthropicAdapter(ProviderAdapter):
                 usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
                 stop_reason = (data.get("delta") or {}).get("stop_reason")
                 if stop_reason:
+                    stopped = True
                     yield chunks.finish(_FINISH_REASONS.get(stop_reason, "stop"))
             elif kind == "message_stop":
                 if usage:
@@ -278,6 +280,10 @@ class AnthropicAdapter(ProviderAdapter):
             elif kind == "error":
                 raise self._error_from_object(data.get("error") or {}, None)
             # ping and unknown future events are ignored
+        if stopped and usage:
+            # message_delta carried the stop reason and the final counts: only message_stop was lost, so
+            # the usage still counts (the gateway takes an interrupted stream whose answer finished as whole).
+            yield chunks.usage(_usage(usage))
         raise ProviderError(
             "Anthropic stream ended before message_stop", kind="stream_interrupted", provider=self._provider
         )

@@ -196,6 +196,10 @@ class OpenAIAdapter(ProviderAdapter):
             if usage is not None:
                 yield _usage_chunk(last, usage)
             return
+        if usage is not None and seen and seen <= finished:
+            # Every choice finished and the usage came: only [DONE] was lost, so the usage still counts
+            # (the gateway takes an interrupted stream whose answer finished as whole).
+            yield _usage_chunk(last, usage)
         raise ProviderError(
             f"the stream from {self.settings.name} ended before [DONE]",
             kind="stream_interrupted",

@@ -85,6 +85,20 @@ def test_stream_row_recorded_when_it_ends_with_time_to_first_token(gateway, mode
     assert row.cost_usd == pytest.approx((2 * 2.0 + 5 * 4.0) / 1_000_000)
 
 
+def test_a_stream_cut_after_its_usage_is_billed_on_that_usage(upstream, gateway):
+    standin = upstream(openai_like(reply="one two three", send_done=False))
+    gw = gateway(priced_config(standin.url))
+    chunks = list(
+        gw.sdk.chat.completions.create(
+            model="priced", messages=HI, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
+    [row] = wait_rows(gw.app, 1)
+    assert row.status == "ok" and not row.tokens_estimated
+    assert (row.prompt_tokens, row.completion_tokens) == (5, 3)
+
+
 def test_failed_provider_call_is_recorded_as_failed_and_not_billed(upstream, gateway):
     failing = upstream(openai_like(fail_status=500, fail_body={"error": {"message": "boom"}}))
     gw = gateway(priced_config(failing.url))

@@ -315,9 +315,24 @@ def test_stream_tool_use() -> None:
 
 def test_cut_stream_is_interrupted_not_complete() -> None:
     lines = lines_of(anthropic_events()[:-1])  # everything but message_stop
+    stream = adapter().parse_stream(lines, "m")
+    chunks = []
     with pytest.raises(ProviderError) as caught:
-        list(adapter().parse_stream(lines, "m"))
+        for item in stream:
+            chunks.append(item)
     assert caught.value.kind == "stream_interrupted"
+    # The stop reason and the final counts had come: the usage is passed on before the error.
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["usage"] == {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+
+
+def test_stream_cut_before_its_stop_reason_passes_no_usage() -> None:
+    events = [event for event in anthropic_events() if event.type not in ("message_delta", "message_stop")]
+    chunks = []
+    with pytest.raises(ProviderError):
+        for item in adapter().parse_stream(lines_of(events), "m"):
+            chunks.append(item)
+    assert all(not chunk.get("usage") for chunk in chunks)
 
 
 def test_stream_error_event_raises_classified_error() -> None:

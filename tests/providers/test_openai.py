@@ -152,6 +152,16 @@ def test_stream_without_done_is_interrupted():
     assert info.value.kind == "stream_interrupted"
 
 
+def test_stream_cut_after_its_usage_still_passes_the_usage_on():
+    lines = sse_lines(chunk({"content": "Hi"}), chunk({}, "stop"), usage_chunk())  # no [DONE]
+    stream = OpenAIAdapter(SETTINGS).parse_stream(lines, "m")
+    chunks = [next(stream), next(stream), next(stream)]
+    assert chunks[2]["usage"] == USAGE and chunks[2]["choices"] == []
+    with pytest.raises(ProviderError) as info:
+        next(stream)
+    assert info.value.kind == "stream_interrupted"
+
+
 def test_non_json_event_is_dropped_and_logged_without_content(caplog):
     lines = sse_lines("secret garbage", chunk({"content": "Hi"}), "[DONE]")
     with caplog.at_level(logging.WARNING, logger="app.providers.openai"):
