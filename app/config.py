@@ -135,6 +135,8 @@ class Config:
         self.RATE_LIMIT_PER_MINUTE = env_int("RATE_LIMIT_PER_MINUTE", 60, minimum=1)
         self.RATE_LIMIT_DEFAULT = f"{self.RATE_LIMIT_PER_MINUTE} per minute"
         self.AUTH_RATE_LIMIT = env_str("AUTH_RATE_LIMIT", "10 per minute")
+        # Login attempts on one account from addresses it has not logged in from, all together.
+        self.AUTH_ACCOUNT_RATE_LIMIT = env_str("AUTH_ACCOUNT_RATE_LIMIT", "100 per hour")
         self.RATELIMIT_STORAGE_URI = env_str("RATE_LIMIT_STORAGE_URL", "memory://")
         self.RATELIMIT_KEY_PREFIX = "mla-limit"
 

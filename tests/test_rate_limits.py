@@ -33,7 +33,7 @@ def test_anonymous_requests_are_limited_per_address(make_app):
 
 
 def test_login_is_limited_per_username_across_addresses(make_app):
-    client = make_app(AUTH_RATE_LIMIT="2 per minute").test_client()
+    client = make_app(AUTH_ACCOUNT_RATE_LIMIT="2 per minute").test_client()
     statuses = [
         client.post(
             "/api/auth/login",
@@ -46,7 +46,7 @@ def test_login_is_limited_per_username_across_addresses(make_app):
 
 
 def test_login_counts_every_spelling_of_a_username_as_one_account(make_app):
-    client = make_app(AUTH_RATE_LIMIT="2 per minute").test_client()
+    client = make_app(AUTH_ACCOUNT_RATE_LIMIT="2 per minute").test_client()
     # Registration keys the fullwidth and upper-case spellings as "victim": so does the limit.
     statuses = [
         client.post(
@@ -57,6 +57,39 @@ def test_login_counts_every_spelling_of_a_username_as_one_account(make_app):
         for i, name in enumerate(["victim", "ｖｉｃｔｉｍ", "VICTIM"])
     ]
     assert statuses == [401, 401, 429]
+
+
+def test_strangers_guesses_do_not_lock_the_owner_out(make_app):
+    client = make_app(AUTH_RATE_LIMIT="3 per minute", AUTH_ACCOUNT_RATE_LIMIT="3 per minute").test_client()
+    owner, new_device = {"REMOTE_ADDR": "10.0.0.9"}, {"REMOTE_ADDR": "10.0.0.10"}
+    body = {"username": "alice", "email": "alice@example.com", "password": STRONG_PASSWORD}
+    assert client.post("/api/auth/register", json=body, environ_base=owner).status_code == 201
+
+    def login(username: str, password: str, where: dict[str, str]) -> int:
+        body = {"username": username, "password": password}
+        return client.post("/api/auth/login", json=body, environ_base=where).status_code
+
+    assert login("alice", STRONG_PASSWORD, owner) == 200
+    for account in ("alice", "alice@example.com"):
+        guesses = [login(account, "Guess-1234", {"REMOTE_ADDR": f"203.0.113.{i}"}) for i in range(4)]
+        assert 429 in guesses  # guessing from many addresses is still bounded per account
+    # The owner's address has logged in to the account, by either name; a new one waits like a stranger.
+    assert login("alice", STRONG_PASSWORD, owner) == 200
+    assert login("alice@example.com", STRONG_PASSWORD, owner) == 200
+    assert login("alice", STRONG_PASSWORD, new_device) == 429
+
+
+def test_an_accounts_login_limit_is_separate_from_the_address_limit(make_app):
+    client = make_app(AUTH_RATE_LIMIT="2 per minute", AUTH_ACCOUNT_RATE_LIMIT="5 per minute").test_client()
+    statuses = [
+        client.post(
+            "/api/auth/login",
+            json={"username": "victim", "password": "Guess-1234"},
+            environ_base={"REMOTE_ADDR": f"198.51.100.{i}"},
+        ).status_code
+        for i in range(6)
+    ]
+    assert statuses == [401] * 5 + [429]
 
 
 def test_login_is_limited_per_address_across_usernames(make_app):

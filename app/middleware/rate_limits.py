@@ -1,6 +1,6 @@
 """Request rate limits: RATE_LIMIT_PER_MINUTE per caller (the user, else the client address) on every
-route but the probes, and AUTH_RATE_LIMIT on login and register, per address and per target username.
-OPTIONS requests (CORS preflights) are never counted.
+route but the probes; on login and register AUTH_RATE_LIMIT per address instead, plus a limit per target
+account (app/routes/auth.py says which). OPTIONS requests (CORS preflights) are never counted.
 
 Counting and storage are the `limits` library's (memory, or Redis through RATE_LIMIT_STORAGE_URL so
 every instance shares the counters); this module is only the Flask glue. Flask-Limiter did the same
@@ -31,7 +31,7 @@ from app.utils.rate_limit_storage import storage_uri
 logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
-KeyFunc = Callable[[], str]
+KeyFunc = Callable[[], str | None]  # None: the limit does not apply to this request
 LimitFunc = Callable[[], str]
 
 # Views are marked by qualified name when their module is imported (before any app exists); flask-openapi3
@@ -110,7 +110,27 @@ class RateLimits:
         # A route's own limits replace the default one (login and register are counted per address and
         # per username, not per caller); the first is the one the headers report.
         for index, (limit_of, key_of) in enumerate(route_limits):
-            self._hit(self._item(limit_of()), f"{endpoint}/{index}", key_of(), report=index == 0)
+            key = key_of()
+            if key is not None:
+                self._hit(self._item(limit_of()), f"{endpoint}/{index}", key, report=index == 0)
+
+    def remember(self, marker: str, seconds: int) -> None:
+        """Keep a marker for a while beside the counters (where a login succeeded, say)."""
+        if not self.enabled:
+            return
+        try:
+            self.storage.incr(f"{self.key_prefix}/marker/{marker}", seconds)
+        except Exception:
+            self._warn_storage_failed()
+
+    def remembers(self, marker: str) -> bool:
+        if not self.enabled:
+            return False
+        try:
+            return self.storage.get(f"{self.key_prefix}/marker/{marker}") > 0
+        except Exception:
+            self._warn_storage_failed()
+            return False
 
     def add_headers(self, response: Response) -> Response:
         counted: _Counted | None = g.get("rate_limit")

@@ -8,6 +8,7 @@ from app.middleware import rate_limits
 from app.middleware.auth_middleware import bearer_token, current_identity, jwt_required
 from app.middleware.rate_limits import client_address
 from app.middleware.request_context import has_body
+from app.models import User
 from app.routes.docs import BEARER
 from app.schemas.auth import (
     LoginRequest,
@@ -28,13 +29,41 @@ def auth_limit() -> str:
     return current_app.config["AUTH_RATE_LIMIT"]
 
 
-def attempted_username() -> str:
-    """Login and register are also limited per target account, whichever address the attempts come from."""
+def account_limit() -> str:
+    return current_app.config["AUTH_ACCOUNT_RATE_LIMIT"]
+
+
+def _attempted_account() -> str | None:
     body = request.get_json(silent=True)
     name = body.get("username") if isinstance(body, dict) else None
-    if isinstance(name, str) and name.strip():
-        return f"name:{auth_service.login_key(name)}"
-    return client_address()
+    return f"name:{auth_service.login_key(name)}" if isinstance(name, str) and name.strip() else None
+
+
+def attempted_username() -> str:
+    """Register is also limited per target username, whichever address the attempts come from."""
+    return _attempted_account() or client_address()
+
+
+def attempted_account_from_a_new_address() -> str | None:
+    """Login is also limited per target account across addresses, which bounds a brute force spread over
+    many addresses. Addresses that have logged in to the account are left out of that count, so a
+    stranger's guesses cannot lock the owner out; they still face the per-address limit."""
+    account = _attempted_account()
+    if account is None or current_app.extensions["rate_limits"].remembers(_from_here(account)):
+        return None
+    return account
+
+
+def _remember_this_address(user: User) -> None:
+    # Either name may be typed at the next login; remembered as long as the login this opens can live.
+    lifetime = int(current_app.config["JWT_REFRESH_TOKEN_EXPIRES"].total_seconds())
+    for name in (user.username, user.email):
+        account = f"name:{auth_service.login_key(name)}"
+        current_app.extensions["rate_limits"].remember(_from_here(account), lifetime)
+
+
+def _from_here(account: str) -> str:
+    return f"{account}|{client_address()}"
 
 
 @bp.post(
@@ -49,10 +78,11 @@ def register(body: RegisterRequest):
 
 
 @bp.post("/login", responses={200: LoginResponse, 400: ErrorResponse, 401: ErrorResponse, 429: ErrorResponse})
+@rate_limits.limit(account_limit, key_func=attempted_account_from_a_new_address)
 @rate_limits.limit(auth_limit, key_func=client_address)
-@rate_limits.limit(auth_limit, key_func=attempted_username)
 def login(body: LoginRequest):
     user = auth_service.authenticate(body.username, body.password)
+    _remember_this_address(user)
     return {**auth_service.start_session(user), "user": user.to_public()}
 
 
