@@ -45,6 +45,23 @@ def chat(client, token: str, model: str = "priced", **extra):
     )
 
 
+def record_spend(app, user_id: int, usd: float, when) -> None:
+    """A call to "priced" that cost `usd`, recorded at `when`."""
+    with app.app_context():
+        db.session.add(
+            UsageRecord(
+                user_id=user_id,
+                endpoint="chat",
+                model="priced",
+                latency_ms=1,
+                status="ok",
+                cost_usd=usd,
+                created_at=when,
+            )
+        )
+        db.session.commit()
+
+
 def admin_token(app) -> str:
     tokens = AuthActions(app.test_client()).signup("root")
     assert app.test_cli_runner().invoke(args=["users", "set-role", "root", "admin"]).exit_code == 0
@@ -302,19 +319,7 @@ def test_spend_already_recorded_counts_after_a_restart(priced_app):
     uid = user["user"]["id"]
 
     def spend(usd: float, when: datetime) -> None:
-        with app.app_context():
-            db.session.add(
-                UsageRecord(
-                    user_id=uid,
-                    endpoint="chat",
-                    model="priced",
-                    latency_ms=1,
-                    status="ok",
-                    cost_usd=usd,
-                    created_at=when,
-                )
-            )
-            db.session.commit()
+        record_spend(app, uid, usd, when)
 
     now = datetime.now(UTC)
     spend(5.0, now - timedelta(days=40))  # another day and month: not counted
@@ -341,19 +346,7 @@ def test_a_budget_set_after_the_counters_exist_counts_the_spend_before_them(pric
     admin = admin_token(app)
     user = AuthActions(client).signup("alice")
     uid, token = user["user"]["id"], user["access_token"]
-    with app.app_context():  # $10 spent today, recorded before this instance started
-        db.session.add(
-            UsageRecord(
-                user_id=uid,
-                endpoint="chat",
-                model="priced",
-                latency_ms=1,
-                status="ok",
-                cost_usd=10.0,
-                created_at=datetime.now(UTC),
-            )
-        )
-        db.session.commit()
+    record_spend(app, uid, 10.0, datetime.now(UTC))  # $10 today, recorded before this instance started
     assert chat(client, token).status_code == 200  # no budget yet: the spend counters start here
     set_user_limits(app, admin, uid, **{budget: 5.0})
     refused = chat(client, token)

@@ -32,31 +32,27 @@ def test_anonymous_requests_are_limited_per_address(make_app):
     assert client.get("/api/profile", environ_base=there).status_code == 401
 
 
-def test_login_is_limited_per_username_across_addresses(make_app):
-    client = make_app(AUTH_ACCOUNT_RATE_LIMIT="2 per minute").test_client()
-    statuses = [
-        client.post(
-            "/api/auth/login",
-            json={"username": "victim", "password": "Guess-1234"},
-            environ_base={"REMOTE_ADDR": f"198.51.100.{i}"},
-        ).status_code
-        for i in range(3)
-    ]
-    assert statuses == [401, 401, 429]
-
-
-def test_login_counts_every_spelling_of_a_username_as_one_account(make_app):
-    client = make_app(AUTH_ACCOUNT_RATE_LIMIT="2 per minute").test_client()
-    # Registration keys the fullwidth and upper-case spellings as "victim": so does the limit.
-    statuses = [
+def guesses_from_many_addresses(client, usernames: list[str]) -> list[int]:
+    """One login with a wrong password per username, each from another address: the statuses."""
+    return [
         client.post(
             "/api/auth/login",
             json={"username": name, "password": "Guess-1234"},
             environ_base={"REMOTE_ADDR": f"198.51.100.{i}"},
         ).status_code
-        for i, name in enumerate(["victim", "ｖｉｃｔｉｍ", "VICTIM"])
+        for i, name in enumerate(usernames)
     ]
-    assert statuses == [401, 401, 429]
+
+
+def test_login_is_limited_per_username_across_addresses(make_app):
+    client = make_app(AUTH_ACCOUNT_RATE_LIMIT="2 per minute").test_client()
+    assert guesses_from_many_addresses(client, ["victim"] * 3) == [401, 401, 429]
+
+
+def test_login_counts_every_spelling_of_a_username_as_one_account(make_app):
+    client = make_app(AUTH_ACCOUNT_RATE_LIMIT="2 per minute").test_client()
+    # Registration keys the fullwidth and upper-case spellings as "victim": so does the limit.
+    assert guesses_from_many_addresses(client, ["victim", "ｖｉｃｔｉｍ", "VICTIM"]) == [401, 401, 429]
 
 
 def test_strangers_guesses_do_not_lock_the_owner_out(make_app):
@@ -81,15 +77,7 @@ def test_strangers_guesses_do_not_lock_the_owner_out(make_app):
 
 def test_an_accounts_login_limit_is_separate_from_the_address_limit(make_app):
     client = make_app(AUTH_RATE_LIMIT="2 per minute", AUTH_ACCOUNT_RATE_LIMIT="5 per minute").test_client()
-    statuses = [
-        client.post(
-            "/api/auth/login",
-            json={"username": "victim", "password": "Guess-1234"},
-            environ_base={"REMOTE_ADDR": f"198.51.100.{i}"},
-        ).status_code
-        for i in range(6)
-    ]
-    assert statuses == [401] * 5 + [429]
+    assert guesses_from_many_addresses(client, ["victim"] * 6) == [401] * 5 + [429]
 
 
 def test_login_is_limited_per_address_across_usernames(make_app):

@@ -10,6 +10,12 @@ from tests.gateway.test_streaming import slow_stream
 from tests.upstreams.openai_like import openai_like
 
 
+def compare(gw, body: dict) -> httpx.Response:
+    return httpx.post(
+        f"{gw.url}/api/llm/compare", json=body, headers={"Authorization": f"Bearer {gw.token}"}, timeout=20
+    )
+
+
 def test_compare_runs_models_concurrently_and_isolates_failures(upstream, gateway):
     slow = upstream(slow_stream(first_delay=0.6, words=3))
     slow_too = upstream(slow_stream(first_delay=0.6, words=2))
@@ -24,15 +30,13 @@ def test_compare_runs_models_concurrently_and_isolates_failures(upstream, gatewa
     # The failing model's retries (backoff between them) would outlast the slow ones; they are not the point.
     gw = gateway(config, LLM_MAX_RETRIES_PER_TARGET=0)
     started = time.monotonic()
-    response = httpx.post(
-        f"{gw.url}/api/llm/compare",
-        json={
+    response = compare(
+        gw,
+        {
             "models": ["priced", "slow2/m-2", "bad/m-3", "mock/echo-1"],
             "messages": [{"role": "user", "content": "compare me"}],
             "temperature": 0.2,
         },
-        headers={"Authorization": f"Bearer {gw.token}"},
-        timeout=20,
     )
     elapsed = time.monotonic() - started
     assert response.status_code == 200
@@ -58,10 +62,8 @@ def test_compare_prices_usage_when_the_model_is_priced(upstream, gateway):
         "models": {"priced": {"provider": "p", "model": "m", "input_price": 1.0, "output_price": 2.0}},
     }
     gw = gateway(config)
-    response = httpx.post(
-        f"{gw.url}/api/llm/compare",
-        json={"models": ["priced", "mock/echo-1"], "messages": [{"role": "user", "content": "x"}]},
-        headers={"Authorization": f"Bearer {gw.token}"},
+    response = compare(
+        gw, {"models": ["priced", "mock/echo-1"], "messages": [{"role": "user", "content": "x"}]}
     )
     priced = response.json()["results"][0]
     usage = priced["usage"]
@@ -86,10 +88,8 @@ def test_compare_validation(gateway):
 
 def test_an_unknown_model_fails_in_its_own_slot(gateway):
     gw = gateway()
-    response = httpx.post(
-        f"{gw.url}/api/llm/compare",
-        json={"models": ["mock/echo-1", "nope/x"], "messages": [{"role": "user", "content": "hi"}]},
-        headers={"Authorization": f"Bearer {gw.token}"},
+    response = compare(
+        gw, {"models": ["mock/echo-1", "nope/x"], "messages": [{"role": "user", "content": "hi"}]}
     )
     assert response.status_code == 200
     known, unknown = response.json()["results"]
@@ -104,10 +104,8 @@ def test_a_well_known_model_is_priced_as_its_usage_row(upstream, gateway):
         "providers": {"p": {"type": "openai", "base_url": standin.url + "/v1", "api_key": PROVIDER_KEY}}
     }
     gw = gateway(config)
-    response = httpx.post(
-        f"{gw.url}/api/llm/compare",
-        json={"models": ["p/gpt-4o-mini", "mock/echo-1"], "messages": [{"role": "user", "content": "x"}]},
-        headers={"Authorization": f"Bearer {gw.token}"},
+    response = compare(
+        gw, {"models": ["p/gpt-4o-mini", "mock/echo-1"], "messages": [{"role": "user", "content": "x"}]}
     )
     priced = response.json()["results"][0]
     usage = priced["usage"]
@@ -118,9 +116,6 @@ def test_a_well_known_model_is_priced_as_its_usage_row(upstream, gateway):
 
 def test_n_choices_are_reserved_for_every_model(gateway):
     gw = gateway(LLM_DEFAULT_TPM=100)  # two models of one 5-token choice fit; of eight choices they do not
-    headers = {"Authorization": f"Bearer {gw.token}"}
     body = {"models": ["mock/echo-1", "mock/echo-2"], "messages": [{"role": "user", "content": "x"}]}
-    eight = httpx.post(f"{gw.url}/api/llm/compare", json={**body, "max_tokens": 5, "n": 8}, headers=headers)
-    assert eight.status_code == 429
-    one = httpx.post(f"{gw.url}/api/llm/compare", json={**body, "max_tokens": 5}, headers=headers)
-    assert one.status_code == 200
+    assert compare(gw, {**body, "max_tokens": 5, "n": 8}).status_code == 429
+    assert compare(gw, {**body, "max_tokens": 5}).status_code == 200
