@@ -1,13 +1,15 @@
 """The /v1 request bodies in OpenAI's wire format. Unknown fields are refused at every depth, so no
-request can smuggle a base URL, a key or a provider option past the gateway."""
+request can smuggle a base URL, a key or a provider option past the gateway; types are strict, as OpenAI's
+own validation has them ("0.5" is not a number, `true` is not 1)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from app.models.usage import MODEL_NAME_LENGTH
+from app.schemas.common import StrictModel
 
 _FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
 _MAX_TOKENS = 2**31 - 1  # what the usage rows and the limit counters hold
@@ -17,22 +19,17 @@ _TOOL_CALL_ID_LENGTH = 8192
 ModelName = Annotated[str, Field(min_length=1, max_length=MODEL_NAME_LENGTH)]
 
 
-class _Strict(BaseModel):
-    # strict: a JSON string is not a number and `true` is not 1, as OpenAI's own validation has it.
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class TextPart(_Strict):
+class TextPart(StrictModel):
     type: Literal["text"]
     text: str
 
 
-class ImageUrl(_Strict):
+class ImageUrl(StrictModel):
     url: str = Field(min_length=1)
     detail: Literal["auto", "low", "high"] | None = None
 
 
-class ImagePart(_Strict):
+class ImagePart(StrictModel):
     type: Literal["image_url"]
     image_url: ImageUrl
 
@@ -40,36 +37,36 @@ class ImagePart(_Strict):
 ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
 
 
-class FunctionCall(_Strict):
+class FunctionCall(StrictModel):
     name: str = Field(pattern=_FUNCTION_NAME)
     arguments: str
 
 
-class ToolCall(_Strict):
+class ToolCall(StrictModel):
     id: str = Field(min_length=1, max_length=_TOOL_CALL_ID_LENGTH)
     type: Literal["function"] = "function"
     function: FunctionCall
 
 
-class SystemMessage(_Strict):
+class SystemMessage(StrictModel):
     role: Literal["system"]
     content: str | list[TextPart]
     name: str | None = None
 
 
-class DeveloperMessage(_Strict):
+class DeveloperMessage(StrictModel):
     role: Literal["developer"]
     content: str | list[TextPart]
     name: str | None = None
 
 
-class UserMessage(_Strict):
+class UserMessage(StrictModel):
     role: Literal["user"]
     content: str | list[ContentPart]
     name: str | None = None
 
 
-class AssistantMessage(_Strict):
+class AssistantMessage(StrictModel):
     role: Literal["assistant"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -88,7 +85,7 @@ class AssistantMessage(_Strict):
         return self
 
 
-class ToolMessage(_Strict):
+class ToolMessage(StrictModel):
     role: Literal["tool"]
     content: str | list[TextPart]
     tool_call_id: str = Field(min_length=1, max_length=_TOOL_CALL_ID_LENGTH)
@@ -100,7 +97,7 @@ Message = Annotated[
 ]
 
 
-class FunctionDefinition(_Strict):
+class FunctionDefinition(StrictModel):
     name: str = Field(pattern=_FUNCTION_NAME)
     description: str | None = None
     parameters: dict[str, Any] | None = None
@@ -115,36 +112,36 @@ class FunctionDefinition(_Strict):
         return value
 
 
-class Tool(_Strict):
+class Tool(StrictModel):
     type: Literal["function"]
     function: FunctionDefinition
 
 
-class NamedFunction(_Strict):
+class NamedFunction(StrictModel):
     name: str = Field(pattern=_FUNCTION_NAME)
 
 
-class NamedToolChoice(_Strict):
+class NamedToolChoice(StrictModel):
     type: Literal["function"]
     function: NamedFunction
 
 
-class JsonSchemaFormat(_Strict):
+class JsonSchemaFormat(StrictModel):
     name: str = Field(pattern=_FUNCTION_NAME)
     description: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
     strict: bool | None = None
 
 
-class ResponseFormatText(_Strict):
+class ResponseFormatText(StrictModel):
     type: Literal["text"]
 
 
-class ResponseFormatJsonObject(_Strict):
+class ResponseFormatJsonObject(StrictModel):
     type: Literal["json_object"]
 
 
-class ResponseFormatJsonSchema(_Strict):
+class ResponseFormatJsonSchema(StrictModel):
     type: Literal["json_schema"]
     json_schema: JsonSchemaFormat
 
@@ -154,11 +151,11 @@ ResponseFormat = Annotated[
 ]
 
 
-class StreamOptions(_Strict):
+class StreamOptions(StrictModel):
     include_usage: bool | None = None
 
 
-class ChatParameters(_Strict):
+class ChatParameters(StrictModel):
     """Everything of a chat request but the model: shared by /v1/chat/completions and compare."""
 
     messages: list[Message] = Field(min_length=1, max_length=2048)
@@ -211,7 +208,7 @@ class ChatCompletionRequest(ChatParameters):
         return self
 
 
-class EmbeddingsRequest(_Strict):
+class EmbeddingsRequest(StrictModel):
     model: ModelName
     input: str | list[str] = Field(description="A string or a list of up to 2048 strings.")
     dimensions: int | None = Field(default=None, ge=1)
