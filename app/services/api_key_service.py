@@ -71,6 +71,10 @@ def revoke_key(user_id: int, key_id: int) -> None:
     )
     if key is None:
         raise NotFound("No such API key.")
+    verifier = current_app.extensions["api_keys"]
+    # The other instances are told first: told after the commit and failing, they would go on letting the
+    # key in for their cache's life, and a retry would find the key already revoked (404).
+    verifier.mark_revoked(key.key_hash)
     key.revoked_at = datetime.now(UTC)
     db.session.commit()
-    current_app.extensions["api_keys"].mark_revoked(key.key_hash)
+    verifier.mark_revoked(key.key_hash)  # and again: this process may have cached it meanwhile

@@ -6,8 +6,9 @@ and buy nothing. The hash is the lookup key: one indexed equality, never a scan 
 
 Caching and revocation:
 - With Redis, a verified key is cached in process for CACHE_TTL seconds, and each check of a cached key
-  costs one Redis EXISTS on its revoked marker and no SQL. Revoking writes revoked_at, then the marker
-  (kept longer than any cache entry can live), so every instance refuses the key from the next request.
+  costs one Redis EXISTS on its revoked marker and no SQL. Revoking writes the marker (kept longer than
+  any cache entry can live), then revoked_at, so every instance refuses the key from the next request,
+  and a Redis failure leaves the key unrevoked for the caller to retry rather than revoked only in SQL.
 - Without Redis, no process can tell the others, so a verified key is cached for LOCAL_CACHE_TTL (one
   second) only: the process that revokes a key refuses it at once, every other worker within a second,
   and a busy worker pays one indexed SELECT per key a second instead of one per request (0.7 ms each).
@@ -127,7 +128,7 @@ class ApiKeyVerifier:
         return key
 
     def mark_revoked(self, key_hash: str) -> None:
-        """Called after revoked_at is committed: drop the local entry and tell the other instances."""
+        """Drop the local entry and tell the other instances: before revoked_at is committed, and after."""
         self.cache.discard(key_hash)
         if self.redis is not None:
             self.redis.set(self.REVOKED_PREFIX + key_hash, 1, ex=REVOKED_MARKER_TTL)

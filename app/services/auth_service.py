@@ -128,24 +128,34 @@ def rotate_refresh_token(encoded: str) -> dict[str, Any]:
 def revoke_sessions(session_ids: list[str], reason: str) -> None:
     if not session_ids:
         return
+    revocations = current_app.extensions["revocations"]
+    revocations.mark_revoked(session_ids)  # first: see _revoke_rows
+    _revoke_rows(session_ids, reason)
+    db.session.commit()
+    revocations.mark_revoked(session_ids)  # and again: a process may have cached them live meanwhile
+
+
+def _revoke_rows(session_ids: list[str], reason: str) -> None:
+    """Revoke the rows in the caller's transaction. The revocation store (Redis) is told before the commit:
+    were it told after and fail, the rows would say revoked while every instance still let the tokens in,
+    and a retry would find nothing left to revoke (a password change cannot be retried at all)."""
     db.session.execute(
         update(AuthSession)
         .where(AuthSession.id.in_(session_ids), AuthSession.revoked_at.is_(None))
         .values(revoked_at=datetime.now(UTC), revoked_reason=reason)
     )
-    db.session.commit()
-    current_app.extensions["revocations"].mark_revoked(session_ids)
 
 
-def revoke_other_sessions(user_id: int, keep_session_id: str | None, reason: str) -> None:
-    ids = db.session.scalars(
-        select(AuthSession.id).where(
-            AuthSession.user_id == user_id,
-            AuthSession.revoked_at.is_(None),
-            AuthSession.id != (keep_session_id or ""),
-        )
-    ).all()
-    revoke_sessions(list(ids), reason)
+def _other_live_sessions(user_id: int, keep_session_id: str | None) -> list[str]:
+    return list(
+        db.session.scalars(
+            select(AuthSession.id).where(
+                AuthSession.user_id == user_id,
+                AuthSession.revoked_at.is_(None),
+                AuthSession.id != (keep_session_id or ""),
+            )
+        ).all()
+    )
 
 
 def update_profile(
@@ -162,11 +172,18 @@ def update_profile(
         )
     if not check_password_hash(user.password_hash, current_password):
         raise InvalidCredentials("The current password is wrong.")
+    # A new password logs out every other session, in the same transaction (see _revoke_rows).
+    others = _other_live_sessions(user.id, session_id) if new_password is not None else []
+    revocations = current_app.extensions["revocations"]
+    if others:
+        revocations.mark_revoked(others)
     if email is not None:
         user.email = email
         user.email_key = email_key(email)
     if new_password is not None:
         user.password_hash = generate_password_hash(new_password)
+    if others:
+        _revoke_rows(others, reason="password_changed")
     try:
         db.session.commit()
     except IntegrityError:
@@ -175,8 +192,8 @@ def update_profile(
             "This email address is already registered.",
             details={"fields": {"email": ["This email address is already registered."]}},
         ) from None
-    if new_password is not None:
-        revoke_other_sessions(user.id, session_id, reason="password_changed")
+    if others:
+        revocations.mark_revoked(others)
     return user
 
 
