@@ -58,3 +58,41 @@ def test_guarded_client_under_gevent() -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("OK"), done.stdout + done.stderr[-3000:]
+
+
+STALLED_DNS = textwrap.dedent(
+    """
+    from gevent import monkey
+    monkey.patch_all()
+
+    import socket
+    import time
+    import gevent
+    from app.errors import ApiError
+    from app.services.external_api_service import ExternalApiSettings, build_client, call_external
+    from app.utils.egress_guard import EgressPolicy
+
+    def stalled(*args, **kwargs):  # a resolver that answers after 3 s
+        gevent.sleep(3)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", ("127.0.0.1", 9))]
+
+    socket.getaddrinfo = stalled
+    settings = ExternalApiSettings(timeout=1, policy=EgressPolicy(allow_private_networks=("127.0.0.1/32",)))
+    started = time.monotonic()
+    try:
+        call_external(build_client(settings), settings, "GET", "http://stalled.example/")
+    except ApiError as error:
+        print(error.code, round(time.monotonic() - started, 2))
+    """
+)
+
+
+def test_a_stalled_dns_lookup_ends_at_the_calls_deadline() -> None:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", STALLED_DNS], cwd=root, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    code, elapsed = done.stdout.split()
+    assert code == "upstream_timeout"
+    assert float(elapsed) < 2.5, elapsed  # the 1 s timeout, not the resolver's 3 s

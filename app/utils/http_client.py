@@ -10,8 +10,9 @@ hop goes through here; a pooled keep-alive connection was vetted when it was ope
 
 Time: httpcore gives every socket read of a response phase the same relative timeout, so an upstream that
 sends a header line (or a "100 Continue") each second never trips it. Inside `io_deadline(at)` each
-connect, read and write of the guarded client is clamped to the time left before `at` instead. DNS is not:
-getaddrinfo cannot be interrupted, and is bounded only by the resolver's own timeouts.
+connect, read and write of the guarded client is clamped to the time left before `at` instead, and so is
+the DNS lookup under gevent (the production worker). With real threads getaddrinfo cannot be interrupted
+and is bounded only by the resolver's own timeouts.
 
 One client per process, shared by threads (or greenlets under gevent's monkey-patching: httpcore's pool
 uses threading locks and the socket module, both patched). Build it lazily after gunicorn forks.
@@ -33,6 +34,7 @@ import httpcore
 import httpx
 
 from app.utils.egress_guard import EgressPolicy
+from app.utils.off_loop import gevent_active
 
 VerifyTypes = bool | str | ssl.SSLContext
 
@@ -90,6 +92,23 @@ class _DeadlineStream(httpcore.NetworkStream):
         return self._inner.get_extra_info(info)
 
 
+def _lookup(host: str, port: int) -> list[Any]:
+    """getaddrinfo, given up at the io_deadline under gevent: there the lookup runs in gevent's thread pool
+    and the greenlet can stop waiting for it. A real thread cannot be taken out of getaddrinfo."""
+
+    # Looked up on the module each call so gevent's patch (and tests' monkeypatch) take effect.
+    def lookup() -> list[Any]:
+        return socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+
+    if _deadline.get() is None or not gevent_active():
+        return lookup()
+    import gevent
+
+    remaining = _clamped(None, httpcore.ConnectTimeout)
+    with gevent.Timeout(remaining, httpcore.ConnectTimeout(f"no answer from DNS for {host!r} in time")):
+        return lookup()
+
+
 class GuardedBackend(httpcore.NetworkBackend):
     """A sync network backend that connects only to addresses the policy allows."""
 
@@ -99,8 +118,7 @@ class GuardedBackend(httpcore.NetworkBackend):
 
     def _resolve(self, host: str, port: int) -> list[str]:
         try:
-            # Looked up on the module each call so gevent's patch (and tests' monkeypatch) take effect.
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+            infos = _lookup(host, port)
         except (socket.gaierror, UnicodeError) as exc:
             raise httpcore.ConnectError(f"could not resolve host: {exc}") from exc
         addresses: list[str] = []
