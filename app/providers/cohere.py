@@ -51,15 +51,19 @@ class CohereAdapter(ProviderAdapter):
             "model": model,
             "messages": [self._convert_message(m) for m in chat["messages"]],
         }
-        for ours, theirs in (
-            ("temperature", "temperature"),
-            ("top_p", "p"),
-            ("seed", "seed"),
-            ("presence_penalty", "presence_penalty"),
-            ("frequency_penalty", "frequency_penalty"),
-        ):
+        for ours, theirs in (("temperature", "temperature"), ("seed", "seed")):
             if chat.get(ours) is not None:
                 body[theirs] = chat[ours]
+        # Cohere refuses values outside narrower ranges than OpenAI's (the SDK's chat docstring: p in
+        # [0.01, 0.99], penalties in [0, 1]); top_p=1, a common client default, would be a 400. Clamp to the
+        # nearest value Cohere takes.
+        for ours, theirs, low, high in (
+            ("top_p", "p", 0.01, 0.99),
+            ("presence_penalty", "presence_penalty", 0.0, 1.0),
+            ("frequency_penalty", "frequency_penalty", 0.0, 1.0),
+        ):
+            if chat.get(ours) is not None:
+                body[theirs] = min(max(chat[ours], low), high)
         max_tokens = shapes.requested_max_tokens(chat)
         if max_tokens:
             body["max_tokens"] = max_tokens

@@ -89,6 +89,25 @@ def test_request_url_headers_and_body() -> None:
 
 
 @pytest.mark.parametrize(
+    ("ours", "value", "theirs", "sent"),
+    [
+        ("top_p", 1.0, "p", 0.99),  # OpenAI clients often send top_p=1; Cohere's p stops at 0.99
+        ("top_p", 0.0, "p", 0.01),
+        ("top_p", 0.5, "p", 0.5),
+        ("presence_penalty", -0.5, "presence_penalty", 0.0),
+        ("presence_penalty", 1.5, "presence_penalty", 1.0),
+        ("frequency_penalty", 2.0, "frequency_penalty", 1.0),
+        ("frequency_penalty", 0.4, "frequency_penalty", 0.4),
+    ],
+)
+def test_sampling_values_are_kept_in_cohere_ranges(ours: str, value: float, theirs: str, sent: float) -> None:
+    # The SDK's V2 chat docstring: p "min value of 0.01, max value of 0.99"; penalties "min value of 0.0,
+    # max value of 1.0". OpenAI allows top_p up to 1 and penalties from -2 to 2.
+    chat = {"messages": [{"role": "user", "content": "Hi"}], ours: value}
+    assert adapter().chat_request(chat, "command-a", stream=False).json[theirs] == sent
+
+
+@pytest.mark.parametrize(
     ("tool_choice", "tool_names", "expected"),
     [
         ("auto", ["get_weather", "get_time"], None),
