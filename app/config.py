@@ -75,6 +75,21 @@ def env_list(name: str) -> list[str]:
     return [item.strip() for item in env_str(name).split(",") if item.strip()]
 
 
+def env_rate_limit(name: str, default: str) -> str:
+    """A Flask-Limiter limit such as "10 per minute" or "10/minute;100/hour", checked now: the limiter
+    parses it only when a limited route is called, and a bad one would fail every such request."""
+    from limits import parse_many  # Flask-Limiter's own parser
+
+    raw = env_str(name) or default
+    try:
+        items = parse_many(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a rate limit such as '10 per minute'; got {raw!r}") from None
+    if any(item.amount < 1 for item in items):
+        raise ConfigError(f"{name} must allow at least one request per period; got {raw!r}")
+    return raw
+
+
 def env_duration(name: str, default: timedelta) -> timedelta:
     """Seconds as an integer, or a number with a unit: 900, 15m, 12h, 30d."""
     raw = env_str(name)
@@ -134,9 +149,9 @@ class Config:
         self.RATELIMIT_ENABLED = env_bool("RATE_LIMIT_ENABLED", True)
         self.RATE_LIMIT_PER_MINUTE = env_int("RATE_LIMIT_PER_MINUTE", 60, minimum=1)
         self.RATE_LIMIT_DEFAULT = f"{self.RATE_LIMIT_PER_MINUTE} per minute"
-        self.AUTH_RATE_LIMIT = env_str("AUTH_RATE_LIMIT", "10 per minute")
+        self.AUTH_RATE_LIMIT = env_rate_limit("AUTH_RATE_LIMIT", "10 per minute")
         # Login attempts on one account from addresses it has not logged in from, all together.
-        self.AUTH_ACCOUNT_RATE_LIMIT = env_str("AUTH_ACCOUNT_RATE_LIMIT", "100 per hour")
+        self.AUTH_ACCOUNT_RATE_LIMIT = env_rate_limit("AUTH_ACCOUNT_RATE_LIMIT", "100 per hour")
         self.RATELIMIT_STORAGE_URI = env_str("RATE_LIMIT_STORAGE_URL", "memory://")
         self.RATELIMIT_KEY_PREFIX = "mla-limit"
 

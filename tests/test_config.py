@@ -77,6 +77,25 @@ def test_invalid_values_name_the_variable(clean_env, name, value):
         load_config()
 
 
+@pytest.mark.parametrize("name", ["AUTH_RATE_LIMIT", "AUTH_ACCOUNT_RATE_LIMIT"])
+@pytest.mark.parametrize("value", ["garbage", "10 per fortnight", "0 per minute"])
+def test_unusable_login_limits_stop_the_start(clean_env, name, value):
+    # The limiter parses these only when login or register is called: each call would be a 500.
+    clean_env.setenv("APP_ENV", "development")
+    clean_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
+        load_config()
+
+
+def test_empty_login_limits_mean_the_default(clean_env, monkeypatch):
+    clean_env.setenv("APP_ENV", "development")
+    monkeypatch.setenv("AUTH_RATE_LIMIT", "")
+    monkeypatch.setenv("AUTH_ACCOUNT_RATE_LIMIT", "5/minute;50/hour")
+    config = load_config()
+    assert config.AUTH_RATE_LIMIT == "10 per minute"
+    assert config.AUTH_ACCOUNT_RATE_LIMIT == "5/minute;50/hour"
+
+
 def test_unknown_environment_is_refused(clean_env):
     clean_env.setenv("APP_ENV", "staging-ish")
     with pytest.raises(ConfigError, match="APP_ENV"):
