@@ -6,6 +6,7 @@ working directory is read by run.py and gunicorn.conf.py (python-dotenv) before 
 
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from datetime import timedelta
@@ -66,6 +67,10 @@ def env_float(name: str, default: float, minimum: float = 0.0) -> float:
         value = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    # float() also takes "nan" and "inf": no comparison refuses NaN, and either one made every request
+    # that used the value fail (an httpx timeout of NaN or infinity is an error at call time).
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     if value < minimum:
         raise ConfigError(f"{name} must be at least {minimum}, got {value}")
     return value

@@ -77,6 +77,24 @@ def test_invalid_values_name_the_variable(clean_env, name, value):
         load_config()
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("EXTERNAL_API_TIMEOUT", "nan"),
+        ("EXTERNAL_API_TIMEOUT", "inf"),
+        ("LLM_REQUEST_TIMEOUT", "NaN"),
+        ("LLM_MAX_RETRY_AFTER", "Infinity"),
+        ("BATCH_FLUSH_INTERVAL", "nan"),
+    ],
+)
+def test_numbers_that_are_not_finite_stop_the_start(clean_env, name, value):
+    # float() accepts these and no minimum refuses NaN: an external call then failed with a 500.
+    clean_env.setenv("APP_ENV", "development")
+    clean_env.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name} must be a finite number"):
+        load_config()
+
+
 @pytest.mark.parametrize("name", ["AUTH_RATE_LIMIT", "AUTH_ACCOUNT_RATE_LIMIT"])
 @pytest.mark.parametrize("value", ["garbage", "10 per fortnight", "0 per minute"])
 def test_unusable_login_limits_stop_the_start(clean_env, name, value):
