@@ -6,7 +6,10 @@ completionchunk.py, deltamessage.py, toolcall.py, embeddingrequest.py. Streams a
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+import string
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,11 +46,36 @@ _MESSAGE_KEYS = {
 _FINISH_REASONS = {"stop": "stop", "length": "length", "model_length": "length", "tool_calls": "tool_calls"}
 
 
+# Mistral answers 400 "Tool call id was call_... but must be a-z, A-Z, 0-9, with a length of 9." (code 3280)
+# for any other id, so ids made elsewhere (OpenAI's call_..., Anthropic's toolu_..., the gateway's own for
+# Gemini and Ollama) cannot be replayed as they are. Mistral's own ids already fit and pass unchanged.
+_TOOL_CALL_ID = re.compile(r"[A-Za-z0-9]{9}")
+_ALPHANUMERIC = string.ascii_letters + string.digits
+
+
+def to_mistral_tool_call_id(call_id: str) -> str:
+    """`call_id` if Mistral accepts it, else 9 alphanumerics derived from it (the same for the call and its result)."""
+    if _TOOL_CALL_ID.fullmatch(call_id):
+        return call_id
+    number = int.from_bytes(hashlib.sha256(call_id.encode()).digest(), "big")
+    chars = []
+    for _ in range(9):
+        number, digit = divmod(number, len(_ALPHANUMERIC))
+        chars.append(_ALPHANUMERIC[digit])
+    return "".join(chars)
+
+
 def to_mistral_message(message: Mapping[str, Any]) -> dict[str, Any]:
     """One OpenAI message as Mistral's; it has no developer role, whose meaning is the system role's."""
     role = "system" if message["role"] == "developer" else message["role"]
     out = {key: message[key] for key in _MESSAGE_KEYS[role] if message.get(key) is not None}
     out["role"] = role
+    if out.get("tool_calls"):
+        out["tool_calls"] = [
+            {**call, "id": to_mistral_tool_call_id(call["id"])} for call in out["tool_calls"]
+        ]
+    if out.get("tool_call_id"):
+        out["tool_call_id"] = to_mistral_tool_call_id(out["tool_call_id"])
     return out
 
 

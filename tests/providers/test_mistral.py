@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from mistralai.client.models import (
@@ -64,12 +65,44 @@ def test_request_translates_names_and_roles():
     assert body["messages"][0] == {"role": "system", "content": "Be brief."}
     assert "name" not in body["messages"][1]
     assert "refusal" not in body["messages"][2]
-    assert body["messages"][3] == {"role": "tool", "tool_call_id": "call_a", "content": "sunny"}
+    call_id = body["messages"][2]["tool_calls"][0]["id"]
+    assert body["messages"][3] == {"role": "tool", "tool_call_id": call_id, "content": "sunny"}
     assert body["tools"][0]["function"]["parameters"] == {"type": "object", "properties": {}}
     assert body["tool_choice"] == "required"
     parsed = ChatCompletionRequest.model_validate(body)  # the SDK's own request model accepts it
     assert parsed.response_format.json_schema.schema_definition == {"type": "object"}
     assert parsed.random_seed == 42
+
+
+def test_tool_call_ids_are_made_acceptable_to_mistral():
+    # Mistral rejects any other tool call id with 400 "Tool call id was call_a but must be a-z, A-Z, 0-9,
+    # with a length of 9." (type invalid_function_call, code 3280); its own ids pass unchanged.
+    chat = {
+        "messages": [
+            {"role": "user", "content": "Weather in two cities?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {
+                        "id": "call_Hx3kYb2QpLm9",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": "{}"},
+                    },
+                    {"id": "toolu_01A-b", "type": "function", "function": {"name": "w", "arguments": "{}"}},
+                    {"id": "D681PevKs", "type": "function", "function": {"name": "w", "arguments": "{}"}},
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_Hx3kYb2QpLm9", "content": "sunny"},
+            {"role": "tool", "tool_call_id": "toolu_01A-b", "content": "rain"},
+            {"role": "tool", "tool_call_id": "D681PevKs", "content": "snow"},
+        ]
+    }
+    messages = MistralAdapter(SETTINGS).chat_request(chat, "m", stream=False).json["messages"]
+    ids = [call["id"] for call in messages[1]["tool_calls"]]
+    assert all(re.fullmatch(r"[A-Za-z0-9]{9}", call_id) for call_id in ids)
+    assert len(set(ids)) == 3 and ids[2] == "D681PevKs"
+    assert [m["tool_call_id"] for m in messages[2:]] == ids  # each result still answers its call
+    ChatCompletionRequest.model_validate({"model": "m", "messages": messages})
 
 
 def test_safe_prompt_option():
