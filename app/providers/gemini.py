@@ -377,8 +377,13 @@ class GeminiAdapter(ProviderAdapter):
         status = status or (error.get("code") if isinstance(error.get("code"), int) else None)
         kind = _ERROR_KINDS.get(code) or (shapes.kind_for_status(status) if status else "server")
         lowered = message.lower()
-        if kind == "invalid_request" and "api key not valid" in lowered:
-            kind = "authentication"  # Gemini reports a bad key as 400 INVALID_ARGUMENT
+        # Gemini reports a bad or expired key as 400 INVALID_ARGUMENT ("API key not valid..." or "API key
+        # expired..."), both with a google.rpc.ErrorInfo detail whose reason is API_KEY_INVALID.
+        reasons = {
+            detail.get("reason") for detail in error.get("details") or [] if isinstance(detail, Mapping)
+        }
+        if kind == "invalid_request" and ("API_KEY_INVALID" in reasons or "api key not valid" in lowered):
+            kind = "authentication"
         elif kind == "invalid_request" and ("token count" in lowered or "too long" in lowered):
             kind = "context_length"
         return ProviderError(

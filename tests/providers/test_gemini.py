@@ -355,6 +355,27 @@ def test_parse_error(status: int, rpc_status: str, message: str, kind: str) -> N
     )
 
 
+def test_expired_key_is_an_authentication_error() -> None:
+    # What generativelanguage.googleapis.com answers for an expired key: 400 INVALID_ARGUMENT, told apart
+    # from a bad request only by the ErrorInfo reason (google.rpc error details).
+    body = gemini_error(400, "INVALID_ARGUMENT", "API key expired. Please renew the API key.")
+    body["error"]["details"] = [
+        {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            "reason": "API_KEY_INVALID",
+            "domain": "googleapis.com",
+            "metadata": {"service": "generativelanguage.googleapis.com"},
+        },
+        {
+            "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+            "locale": "en-US",
+            "message": "API key expired. Please renew the API key.",
+        },
+    ]
+    error = adapter().parse_error(400, json.dumps(body).encode(), {})
+    assert (error.kind, error.upstream_status) == ("authentication", 400)
+
+
 def test_parse_error_in_a_list_and_without_json() -> None:
     wrapped = json.dumps([gemini_error(429, "RESOURCE_EXHAUSTED", "quota")]).encode()
     assert adapter().parse_error(429, wrapped, {}).kind == "rate_limit"
