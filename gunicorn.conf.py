@@ -5,30 +5,48 @@ hundreds of waiting requests. The worker monkey-patches the standard library bef
 app (no preload_app), so httpx, redis-py and psycopg (which checks for gevent at import) all yield.
 """
 
+import math
 import os
 
 from dotenv import load_dotenv
 
 load_dotenv()
 
+
+def _env_number(name: str, default: float, minimum: float, integer: bool = True, alias: str = "") -> float:
+    """A numeric setting from the environment (empty means the default), refused at start with the
+    variable's name when unusable: gunicorn takes 0 workers or 0 connections and then serves nothing."""
+    raw = (os.environ.get(name) or (os.environ.get(alias) if alias else "") or "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw) if integer else float(raw)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or value < minimum:
+        kind = "an integer" if integer else "a number"
+        # SystemExit: gunicorn prints the message alone and exits 1 (any other error gets a traceback).
+        raise SystemExit(f"configuration error: {name} must be {kind} of at least {minimum:g}; got {raw!r}")
+    return value
+
+
 bind = f"{os.environ.get('HOST') or '0.0.0.0'}:{os.environ.get('PORT') or '5000'}"  # noqa: S104  (a server behind a proxy)
 # Empty values (as .env.example leaves them) mean the default.
-workers = int(os.environ.get("GUNICORN_WORKERS") or os.cpu_count() or 1)
+workers = _env_number("GUNICORN_WORKERS", os.cpu_count() or 1, minimum=1)
 # gevent_worker/: gunicorn's gevent worker on gevent's HTTP server, with gunicorn's keep-alive limit.
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS") or "gevent_worker.Worker"
-worker_connections = int(os.environ.get("GUNICORN_WORKER_CONNECTIONS") or "1000")
+worker_connections = _env_number("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
 # Only for GUNICORN_WORKER_CLASS=gthread (measured against gevent in bench/: see bench/README.md).
-threads = int(os.environ.get("GUNICORN_THREADS") or "1")
+threads = _env_number("GUNICORN_THREADS", 1, minimum=1)
 # Streams can be long; gevent workers heartbeat on their own, so this only bounds a stuck worker.
-timeout = int(os.environ.get("GUNICORN_TIMEOUT") or "120")
+timeout = _env_number("GUNICORN_TIMEOUT", 120, minimum=0)
 # SIGTERM: /api/ready turns 503 for DRAIN_DELAY seconds, then in-flight requests and streams get this long.
-graceful_timeout = int(
-    os.environ.get("GRACEFUL_TIMEOUT") or os.environ.get("GUNICORN_GRACEFUL_TIMEOUT") or "30"
-)
+DRAIN_DELAY = _env_number("DRAIN_DELAY", 0.0, minimum=0, integer=False)
+graceful_timeout = _env_number("GRACEFUL_TIMEOUT", 30, minimum=0, alias="GUNICORN_GRACEFUL_TIMEOUT")
 # Seconds an idle client connection stays open. Behind a proxy that reuses connections (nginx's upstream
 # keepalive, a cloud load balancer), the proxy must drop idle ones first: raise this above its idle timeout,
 # or a request sent as the worker closes an idle connection ends in a 502.
-keepalive = int(os.environ.get("GUNICORN_KEEPALIVE") or "5")
+keepalive = _env_number("GUNICORN_KEEPALIVE", 5, minimum=0)
 preload_app = False
 # gunicorn's control socket (`gunicornc`, since 25.1) runs an asyncio thread in the master and listens at one
 # path per user, $HOME/.gunicorn/gunicorn.ctl, which two instances on one host would share. Signals manage
@@ -48,7 +66,7 @@ def _flask_app(worker):
 def post_worker_init(worker):
     from app.services.lifecycle import install_drain_handler, keep_startup_objects_out_of_gc, start_writers
 
-    install_drain_handler(worker, delay=float(os.environ.get("DRAIN_DELAY") or "0"))
+    install_drain_handler(worker, delay=DRAIN_DELAY)
     app = _flask_app(worker)
     if app is not None:
         start_writers(app)

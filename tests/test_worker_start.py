@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import gc
+import os
 import runpy
+import secrets
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
 from app.services import lifecycle
+from scripts.cluster import free_port
 
 CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 
@@ -31,3 +36,43 @@ def test_objects_alive_when_the_worker_starts_are_left_out_of_later_collections(
     assert not any(obj is module_object for obj in gc.get_objects())  # frozen: no generation holds it
     later = [object()]
     assert any(obj is later for obj in gc.get_objects())  # what comes after is still collected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("GUNICORN_WORKERS", "0"),
+        ("GUNICORN_WORKERS", "two"),
+        ("GUNICORN_WORKER_CONNECTIONS", "0"),
+        ("DRAIN_DELAY", "soon"),
+        ("GRACEFUL_TIMEOUT", "-1"),
+    ],
+)
+def test_unusable_server_settings_stop_gunicorn_at_start_naming_the_variable(tmp_path, name, value):
+    # With 0 workers or 0 connections gunicorn ran on and served nothing; a word was a traceback from the
+    # config file, or (DRAIN_DELAY) a worker that failed to boot without saying which variable was wrong.
+    env = {
+        **os.environ,
+        "APP_ENV": "production",
+        "SECRET_KEY": secrets.token_hex(32),
+        "JWT_SECRET_KEY": secrets.token_hex(32),
+        "DATABASE_URL": f"sqlite:///{tmp_path}/server.db",
+        "HOST": "127.0.0.1",
+        "PORT": str(free_port()),
+        "GUNICORN_WORKERS": "1",
+        name: value,
+    }
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "gunicorn", "-c", str(CONF), "wsgi:app"],
+            cwd=CONF.parent,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"gunicorn kept running with {name}={value}")
+    assert result.returncode != 0
+    assert f"{name} must be" in result.stderr
+    assert "Traceback" not in result.stderr
