@@ -40,9 +40,17 @@ worker_connections = _env_number("GUNICORN_WORKER_CONNECTIONS", 1000, minimum=1)
 threads = _env_number("GUNICORN_THREADS", 1, minimum=1)
 # Streams can be long; gevent workers heartbeat on their own, so this only bounds a stuck worker.
 timeout = _env_number("GUNICORN_TIMEOUT", 120, minimum=0)
-# SIGTERM: /api/ready turns 503 for DRAIN_DELAY seconds, then in-flight requests and streams get this long.
+# SIGTERM: /api/ready turns 503 for DRAIN_DELAY seconds, then in-flight requests and streams get
+# GRACEFUL_TIMEOUT (the worker's own wait, set in post_worker_init), then queued rows are written.
 DRAIN_DELAY = _env_number("DRAIN_DELAY", 0.0, minimum=0, integer=False)
-graceful_timeout = _env_number("GRACEFUL_TIMEOUT", 30, minimum=0, alias="GUNICORN_GRACEFUL_TIMEOUT")
+GRACEFUL_TIMEOUT = _env_number("GRACEFUL_TIMEOUT", 30, minimum=0, alias="GUNICORN_GRACEFUL_TIMEOUT")
+# Seconds a worker has, after its in-flight requests, to write the rows it queued (and for gunicorn's
+# one-second polls on the way).
+FLUSH_TIME = 10
+# The master SIGKILLs a worker this long after its SIGTERM. It must cover all three stages: counted
+# from the signal as GRACEFUL_TIMEOUT alone, a drain as long as it left nothing for in-flight requests
+# and killed the worker before it wrote its queued rows.
+graceful_timeout = math.ceil(DRAIN_DELAY) + GRACEFUL_TIMEOUT + FLUSH_TIME
 # Seconds an idle client connection stays open. Behind a proxy that reuses connections (nginx's upstream
 # keepalive, a cloud load balancer), the proxy must drop idle ones first: raise this above its idle timeout,
 # or a request sent as the worker closes an idle connection ends in a 502.
@@ -66,7 +74,7 @@ def _flask_app(worker):
 def post_worker_init(worker):
     from app.services.lifecycle import install_drain_handler, keep_startup_objects_out_of_gc, start_writers
 
-    install_drain_handler(worker, delay=DRAIN_DELAY)
+    install_drain_handler(worker, delay=DRAIN_DELAY, in_flight_timeout=GRACEFUL_TIMEOUT)
     app = _flask_app(worker)
     if app is not None:
         start_writers(app)

@@ -71,3 +71,38 @@ def test_sigterm_drains_finishes_streams_flushes_rows_and_exits_0(server):
     assert process.wait(timeout=20) == 0
     with create_engine(f"sqlite:///{database}").connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM external_calls")).scalar() == 1
+
+
+def test_a_drain_longer_than_the_graceful_timeout_still_writes_the_queued_rows(tmp_path):
+    # gunicorn's master kills a worker graceful_timeout after the SIGTERM; counted as GRACEFUL_TIMEOUT
+    # alone, it killed the worker during its DRAIN_DELAY, before it wrote the rows it had queued.
+    api_upstream = Upstream(lambda request: json_response({"ok": True})).start()
+    server = start_server(
+        tmp_path,
+        EXTERNAL_API_ALLOW_PRIVATE_NETWORKS="127.0.0.1/32",
+        DRAIN_DELAY="2.5",
+        GRACEFUL_TIMEOUT="1",
+        BATCH_FLUSH_INTERVAL="3600",
+    )
+    try:
+        body = {"username": "drainer", "email": "drainer@example.com", "password": "Drain-Pass-123"}
+        httpx.post(f"{server.url}/api/auth/register", json=body).raise_for_status()
+        login = {"username": body["username"], "password": body["password"]}
+        token = httpx.post(f"{server.url}/api/auth/login", json=login).json()["access_token"]
+        call = httpx.post(
+            f"{server.url}/api/external/get",
+            json={"url": api_upstream.url + "/x"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert call.status_code == 200
+
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(1.5)  # past GRACEFUL_TIMEOUT, within DRAIN_DELAY: still up, and draining
+        ready = httpx.get(f"{server.url}/api/ready", timeout=5)
+        assert ready.status_code == 503 and ready.json() == {"status": "draining"}
+        assert server.process.wait(timeout=30) == 0
+        with create_engine(f"sqlite:///{server.database}").connect() as connection:
+            assert connection.execute(text("SELECT count(*) FROM external_calls")).scalar() == 1
+    finally:
+        server.stop()
+        api_upstream.stop()

@@ -23,7 +23,7 @@ CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
 def post_worker_init(monkeypatch):
     monkeypatch.setattr("dotenv.load_dotenv", lambda *args, **kwargs: None)  # no .env in the test process
     # pytest's own SIGTERM handling stays.
-    monkeypatch.setattr(lifecycle, "install_drain_handler", lambda worker, delay: None)
+    monkeypatch.setattr(lifecycle, "install_drain_handler", lambda worker, **timing: None)
     yield runpy.run_path(str(CONF))["post_worker_init"]
     gc.unfreeze()
 

@@ -24,8 +24,12 @@ def begin_draining() -> None:
     _draining.set()
 
 
-def install_drain_handler(worker: Any, delay: float) -> None:
-    """Replace gunicorn's worker SIGTERM handler: mark draining now, stop the worker `delay` seconds later."""
+def install_drain_handler(worker: Any, delay: float, in_flight_timeout: float | None = None) -> None:
+    """Replace gunicorn's worker SIGTERM handler: mark draining now, stop the worker `delay` seconds later,
+    then give in-flight requests `in_flight_timeout` seconds. The master's graceful_timeout (which it
+    counts from the signal) covers the delay and the flush too, so the worker's own wait is set here."""
+    if in_flight_timeout is not None:
+        worker.cfg.set("graceful_timeout", in_flight_timeout)  # this worker process's copy only
 
     def stop() -> None:
         worker.alive = False  # gunicorn's own graceful path: close the socket, finish in-flight requests
