@@ -6,6 +6,7 @@ working directory is read by run.py and gunicorn.conf.py (python-dotenv) before 
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import secrets
@@ -161,7 +162,12 @@ class Config:
         self.RATELIMIT_KEY_PREFIX = "mla-limit"
 
         self.CORS_ORIGINS = env_list("CORS_ORIGINS") or ["*"]
-        self.LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+        self.LOG_LEVEL = env_str("LOG_LEVEL").upper() or "INFO"
+        if self.LOG_LEVEL not in logging.getLevelNamesMapping():
+            # logging would refuse it later with a bare ValueError that names no variable.
+            raise ConfigError(
+                f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL; got {self.LOG_LEVEL!r}"
+            )
         self.TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0)
 
         # Usage limits for every user without their own (0 = unlimited); admins set per-user ones.

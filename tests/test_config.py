@@ -68,6 +68,7 @@ def test_environment_variables_are_read(clean_env):
         ("RATE_LIMIT_PER_MINUTE", "lots"),
         ("RATE_LIMIT_ENABLED", "maybe"),
         ("JWT_ACCESS_TOKEN_EXPIRES", "soon"),
+        ("LOG_LEVEL", "LOUD"),
     ],
 )
 def test_invalid_values_name_the_variable(clean_env, name, value):
