@@ -76,3 +76,17 @@ def test_unusable_server_settings_stop_gunicorn_at_start_naming_the_variable(tmp
     assert result.returncode != 0
     assert f"{name} must be" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_example_environment_serves_with_the_measured_worker(monkeypatch):
+    # `make run` and `make cluster` write .env from .env.example, and gunicorn.conf.py loads it: a worker
+    # class set there replaced gevent_worker.Worker (the one bench/ measured) with gunicorn's plain one.
+    from dotenv import dotenv_values
+
+    example = dotenv_values(CONF.parent / ".env.example")
+    for name, value in example.items():
+        monkeypatch.setenv(name, value or "")
+    monkeypatch.setattr("dotenv.load_dotenv", lambda *args, **kwargs: None)
+    settings = runpy.run_path(str(CONF))
+    assert settings["worker_class"] == "gevent_worker.Worker"
+    assert settings["workers"] >= 1 and settings["worker_connections"] == 1000
