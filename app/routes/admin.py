@@ -11,8 +11,8 @@ from app.middleware.validation import validated
 from app.models import ApiKey, User
 from app.routes.docs import BEARER
 from app.routes.usage import flush_usage
-from app.schemas.common import ErrorResponse
-from app.schemas.usage import MAX_ID, AdminUsageQuery, KeyPath, LimitsBody, UserPath
+from app.schemas.common import MAX_INTEGER, ErrorResponse
+from app.schemas.usage import AdminUsageQuery, KeyPath, LimitsBody, UserPath
 from app.services import usage_report
 from app.services.limits import limit_service
 
@@ -33,7 +33,7 @@ def all_usage(query: AdminUsageQuery):
 
 def _missing(model: type[User] | type[ApiKey], row_id: int) -> bool:
     # An id no row can have (beyond the INTEGER column) is not looked up: PostgreSQL would refuse it.
-    return row_id > MAX_ID or db.session.get(model, row_id) is None
+    return row_id > MAX_INTEGER or db.session.get(model, row_id) is None
 
 
 def _limits_response(scope: str, subject_id: int) -> dict:

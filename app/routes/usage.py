@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from flask import current_app
 from flask_openapi3 import APIBlueprint, Tag
-from sqlalchemy import select
 
-from app.errors import Forbidden, NotFound
+from app.errors import Forbidden
 from app.extensions import db
 from app.middleware.auth_middleware import current_identity, jwt_required, login_required
 from app.middleware.validation import validated
-from app.models import ApiKey, User
+from app.models import User
 from app.routes.docs import BEARER
 from app.schemas.common import ErrorResponse
-from app.schemas.usage import MAX_ID, KeyPath, LimitsBody, UsageQuery
-from app.services import usage_report
+from app.schemas.usage import KeyPath, LimitsBody, UsageQuery
+from app.services import api_key_service, usage_report
 from app.services.limits import limit_service
 
 bp = APIBlueprint("usage", __name__, url_prefix="/api", abp_tags=[Tag(name="usage")])
@@ -53,19 +52,6 @@ def my_limits():
     return body
 
 
-def _own_key(key_id: int) -> ApiKey:
-    if key_id > MAX_ID:  # no row has it, and PostgreSQL would refuse it in a query
-        raise NotFound("No such API key.")
-    key = db.session.scalar(
-        select(ApiKey).where(
-            ApiKey.id == key_id, ApiKey.user_id == current_identity().user_id, ApiKey.revoked_at.is_(None)
-        )
-    )
-    if key is None:
-        raise NotFound("No such API key.")
-    return key
-
-
 @bp.put(
     "/keys/<int:key_id>/limits",
     security=BEARER,
@@ -74,7 +60,7 @@ def _own_key(key_id: int) -> ApiKey:
 @jwt_required
 def set_key_limits(path: KeyPath, body: LimitsBody):
     """Limit one of your keys (on top of your account's limits); null removes a limit."""
-    key = _own_key(path.key_id)
+    key = api_key_service.live_key(current_identity().user_id, path.key_id)
     limit_service().set_limits("key", key.id, body.model_dump(exclude_unset=True))
     return {"key_id": key.id, "limits": limit_service().stored_limits("key", key.id)}
 
@@ -83,5 +69,5 @@ def set_key_limits(path: KeyPath, body: LimitsBody):
 @jwt_required
 def get_key_limits(path: KeyPath):
     """One of your keys' own limits (null: none)."""
-    key = _own_key(path.key_id)
+    key = api_key_service.live_key(current_identity().user_id, path.key_id)
     return {"key_id": key.id, "limits": limit_service().stored_limits("key", key.id)}

@@ -13,6 +13,11 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
 
+# PostgreSQL's INTEGER, the type of the tables' ids and counts: a larger number names no row and fails as
+# a query parameter, so requests are bounded by it (or answered as unknown without asking the database).
+MAX_INTEGER = 2**31 - 1
+
+
 def refuse_nul(value: str) -> str:
     # JSON may carry \u0000 but PostgreSQL text cannot hold it: the query would fail with a 500.
     if "\x00" in value:

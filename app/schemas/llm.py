@@ -9,10 +9,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from app.models.usage import MODEL_NAME_LENGTH
-from app.schemas.common import StrictModel
+from app.schemas.common import MAX_INTEGER, StrictModel
 
 _FUNCTION_NAME = r"^[A-Za-z0-9_-]{1,64}$"
-_MAX_TOKENS = 2**31 - 1  # what the usage rows and the limit counters hold
 # Gemini's adapter carries the model's thought signature inside the tool call id (a few hundred bytes),
 # and a client must send that id back unchanged.
 _TOOL_CALL_ID_LENGTH = 8192
@@ -161,8 +160,8 @@ class ChatParameters(StrictModel):
     messages: list[Message] = Field(min_length=1, max_length=2048)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=_MAX_TOKENS)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=_MAX_TOKENS)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)  # a usage row holds it
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_INTEGER)
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, ge=1, le=8)
     seed: int | None = None

@@ -7,15 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.schemas.common import StrictModel
+from app.schemas.common import MAX_INTEGER, StrictModel
 
-# Ids and page numbers reach the database as integers: beyond a 32-bit column (PostgreSQL's INTEGER) or
-# a 64-bit OFFSET they are a database error, not an empty page.
-MAX_ID = 2**31 - 1
-MAX_PAGE = 2**31 - 1
-# Limits: a per-minute figure fits the INTEGER column; a budget of a billion dollars is 1e15 micro-USD,
-# exact in a double (the counters' Lua numbers in Redis) and far above any real budget.
-MAX_PER_MINUTE = 2**31 - 1
+# Ids and per-minute limits fit their INTEGER columns (MAX_INTEGER); a page number stays well inside a
+# 64-bit OFFSET. A budget of a billion dollars is 1e15 micro-USD, exact in a double (the counters' Lua
+# numbers in Redis) and far above any real budget.
 MAX_BUDGET_USD = 1e9
 
 
@@ -25,9 +21,9 @@ class UsageQuery(BaseModel):
     to: datetime | None = Field(default=None, description="ISO 8601, exclusive; default now.")
     group_by: Literal["model", "day", "key"] = "model"
     user_id: int | None = Field(
-        default=None, ge=1, le=MAX_ID, description="Admins only: another user's usage."
+        default=None, ge=1, le=MAX_INTEGER, description="Admins only: another user's usage."
     )
-    page: int = Field(default=1, ge=1, le=MAX_PAGE)
+    page: int = Field(default=1, ge=1, le=MAX_INTEGER)
     per_page: int = Field(default=50, ge=1, le=500)
 
 
@@ -38,8 +34,8 @@ class AdminUsageQuery(UsageQuery):
 class LimitsBody(StrictModel):
     """Each field: a number (0 = unlimited), or null to fall back to the default. Omitted: unchanged."""
 
-    requests_per_minute: int | None = Field(default=None, ge=0, le=MAX_PER_MINUTE)
-    tokens_per_minute: int | None = Field(default=None, ge=0, le=MAX_PER_MINUTE)
+    requests_per_minute: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
+    tokens_per_minute: int | None = Field(default=None, ge=0, le=MAX_INTEGER)
     daily_budget_usd: float | int | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
     monthly_budget_usd: float | int | None = Field(default=None, ge=0, le=MAX_BUDGET_USD)
 

@@ -12,13 +12,11 @@ from sqlalchemy import select
 from app.errors import NotFound, ValidationFailed
 from app.extensions import db
 from app.models import ApiKey
+from app.schemas.common import MAX_INTEGER
 from app.services.api_key_verifier import API_KEY_PREFIX, hash_secret
 
 # "mla-" and 8 characters of the secret: enough to tell keys apart, far too few to help a guesser.
 SHOWN_PREFIX_LENGTH = len(API_KEY_PREFIX) + 8
-# api_keys.id is an INTEGER, 32 bits on PostgreSQL: a larger id names no key and would fail as a query
-# parameter, so it is answered as unknown without asking the database.
-MAX_KEY_ID = 2**31 - 1
 
 
 def generate_secret() -> str:
@@ -62,15 +60,21 @@ def list_keys(user_id: int) -> list[ApiKey]:
     )
 
 
-def revoke_key(user_id: int, key_id: int) -> None:
-    """Revoke at once in every instance; an unknown, foreign or already revoked key is NotFound."""
-    if not 0 < key_id <= MAX_KEY_ID:
+def live_key(user_id: int, key_id: int) -> ApiKey:
+    """The user's key of that id, not revoked; NotFound for an unknown, foreign or revoked one."""
+    if not 0 < key_id <= MAX_INTEGER:  # no row has it, and PostgreSQL would refuse it in the query
         raise NotFound("No such API key.")
     key = db.session.scalar(
         select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id, ApiKey.revoked_at.is_(None))
     )
     if key is None:
         raise NotFound("No such API key.")
+    return key
+
+
+def revoke_key(user_id: int, key_id: int) -> None:
+    """Revoke at once in every instance; an unknown, foreign or already revoked key is NotFound."""
+    key = live_key(user_id, key_id)
     verifier = current_app.extensions["api_keys"]
     # The other instances are told first: told after the commit and failing, they would go on letting the
     # key in for their cache's life, and a retry would find the key already revoked (404).
