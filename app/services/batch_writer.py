@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Flask
@@ -33,6 +33,26 @@ logger = logging.getLogger(__name__)
 # GIL): 100 rows are ~1 ms on SQLite, so requests arriving meanwhile wait less than behind 500
 # (bench/README.md). The Redis stream's consumer reads and inserts as many at a time.
 MAX_BATCH = 100
+
+
+def commit_each(
+    commit: Callable[[list[dict[str, Any]]], None], rows: Sequence[dict[str, Any]], table: str
+) -> tuple[list[int], int | None]:
+    """Commit rows one at a time, after their batch failed: (indexes of the rows the database refused,
+    index where another failure stopped). The refused rows are logged for the caller to drop; on any other
+    failure (the database gone meanwhile) that row and the ones after it are left unwritten (None: all tried).
+    """
+    refused: list[int] = []
+    for index, row in enumerate(rows):
+        try:
+            commit([row])
+        except (IntegrityError, DataError):
+            logger.exception("dropping a %s row the database refuses: %r", table, row)
+            refused.append(index)
+        except Exception:
+            logger.exception("insert into %s failed; %d rows left unwritten", table, len(rows) - index)
+            return refused, index
+    return refused, None
 
 
 class BatchWriter:
@@ -93,10 +113,12 @@ class BatchWriter:
                 except (IntegrityError, DataError):
                     # The database refuses some row for itself (a value too long, say): kept, it would fail
                     # every later flush too, so write the others and drop that one.
-                    done, kept = self._commit_one_by_one(batch)
-                    written += done
-                    if kept:
-                        self._keep(kept)
+                    refused, stopped = commit_each(self._commit, batch, self.model.__tablename__)
+                    with self._lock:
+                        self.dropped += len(refused)
+                    written += (len(batch) if stopped is None else stopped) - len(refused)
+                    if stopped is not None:
+                        self._keep(batch[stopped:])
                         return written
                     continue
                 except Exception:
@@ -112,28 +134,6 @@ class BatchWriter:
             # Core's executemany on the table: the ORM's bulk insert maps every row first (~20 % more CPU).
             db.session.execute(self.insert(self.model.__table__), rows)
             db.session.commit()
-
-    def _commit_one_by_one(self, rows: list[dict[str, Any]]) -> tuple[int, list[dict[str, Any]]]:
-        """Write rows one at a time, dropping those the database refuses; returns (written, rows to keep).
-
-        Any other failure (the database gone meanwhile) keeps that row and the ones after it.
-        """
-        written = 0
-        for index, row in enumerate(rows):
-            try:
-                self._commit([row])
-            except (IntegrityError, DataError):
-                logger.exception("dropping a %s row the database refuses: %r", self.model.__tablename__, row)
-                with self._lock:
-                    self.dropped += 1
-            except Exception:
-                logger.exception(
-                    "insert into %s failed; keeping %d rows", self.model.__tablename__, len(rows) - index
-                )
-                return written, rows[index:]
-            else:
-                written += 1
-        return written, []
 
     def _keep(self, rows: list[dict[str, Any]]) -> None:
         with self._lock:

@@ -25,7 +25,7 @@ from flask import Flask
 from sqlalchemy.exc import DataError, IntegrityError
 
 from app.extensions import db
-from app.services.batch_writer import MAX_BATCH
+from app.services.batch_writer import MAX_BATCH, commit_each
 from app.services.stream_rows import IDEMPOTENCY_KEY, decode_row, insert_once
 from app.utils.off_loop import run_off_loop
 
@@ -257,24 +257,14 @@ class StreamConsumer:
         except (IntegrityError, DataError):
             # The database refuses some row for itself (a value out of range, say): retrying would
             # block the stream for good, so write the others and drop that one.
-            return self._insert_one_by_one(rows, dropped)
+            refused, stopped = commit_each(self._commit, [row for _, row in rows], self.settings.rows)
+            dropped += [rows[index][0] for index in refused]
+            return stopped is None  # else every entry stays pending; those written are written again: no-ops
         except Exception:
             logger.exception(
                 "writing %d %s rows failed; they stay on the stream", len(rows), self.settings.rows
             )
             return False
-
-    def _insert_one_by_one(self, rows: list[tuple[Any, dict[str, Any]]], dropped: list[Any]) -> bool:
-        for entry_id, row in rows:
-            try:
-                self._commit([row])
-            except (IntegrityError, DataError):
-                logger.exception("dropping a %s row the database refuses: %r", self.settings.rows, row)
-                dropped.append(entry_id)
-            except Exception:
-                logger.exception("writing %s rows failed; they stay on the stream", self.settings.rows)
-                return False
-        return True
 
     def _forget_dead_consumers(self) -> None:
         """Remove consumers long silent with nothing pending, so restarts do not pile up names."""
