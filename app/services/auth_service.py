@@ -5,6 +5,8 @@ from __future__ import annotations
 import secrets
 import time
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -128,22 +130,31 @@ def rotate_refresh_token(encoded: str) -> dict[str, Any]:
 def revoke_sessions(session_ids: list[str], reason: str) -> None:
     if not session_ids:
         return
+    with _revoking(session_ids, reason):
+        db.session.commit()
+
+
+@contextmanager
+def _revoking(session_ids: list[str], reason: str) -> Iterator[None]:
+    """Revoke the sessions' rows in the transaction the block commits.
+
+    The revocation store (Redis) is told before the commit: were it told after and fail, the rows would say
+    revoked while every instance still let the tokens in, and a retry would find nothing left to revoke (a
+    password change cannot be retried at all). It is told again after the commit, since a process may have
+    cached a session as live meanwhile. A block that raises skips that second step.
+    """
+    if not session_ids:
+        yield
+        return
     revocations = current_app.extensions["revocations"]
-    revocations.mark_revoked(session_ids)  # first: see _revoke_rows
-    _revoke_rows(session_ids, reason)
-    db.session.commit()
-    revocations.mark_revoked(session_ids)  # and again: a process may have cached them live meanwhile
-
-
-def _revoke_rows(session_ids: list[str], reason: str) -> None:
-    """Revoke the rows in the caller's transaction. The revocation store (Redis) is told before the commit:
-    were it told after and fail, the rows would say revoked while every instance still let the tokens in,
-    and a retry would find nothing left to revoke (a password change cannot be retried at all)."""
+    revocations.mark_revoked(session_ids)
     db.session.execute(
         update(AuthSession)
         .where(AuthSession.id.in_(session_ids), AuthSession.revoked_at.is_(None))
         .values(revoked_at=datetime.now(UTC), revoked_reason=reason)
     )
+    yield
+    revocations.mark_revoked(session_ids)
 
 
 def _other_live_sessions(user_id: int, keep_session_id: str | None) -> list[str]:
@@ -172,28 +183,22 @@ def update_profile(
         )
     if not check_password_hash(user.password_hash, current_password):
         raise InvalidCredentials("The current password is wrong.")
-    # A new password logs out every other session, in the same transaction (see _revoke_rows).
+    # A new password logs out every other session, in the same transaction.
     others = _other_live_sessions(user.id, session_id) if new_password is not None else []
-    revocations = current_app.extensions["revocations"]
-    if others:
-        revocations.mark_revoked(others)
-    if email is not None:
-        user.email = email
-        user.email_key = email_key(email)
-    if new_password is not None:
-        user.password_hash = generate_password_hash(new_password)
-    if others:
-        _revoke_rows(others, reason="password_changed")
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        raise Conflict(
-            "This email address is already registered.",
-            details={"fields": {"email": ["This email address is already registered."]}},
-        ) from None
-    if others:
-        revocations.mark_revoked(others)
+    with _revoking(others, reason="password_changed"):
+        if email is not None:
+            user.email = email
+            user.email_key = email_key(email)
+        if new_password is not None:
+            user.password_hash = generate_password_hash(new_password)
+        try:
+            db.session.commit()
+        except IntegrityError:
+            db.session.rollback()
+            raise Conflict(
+                "This email address is already registered.",
+                details={"fields": {"email": ["This email address is already registered."]}},
+            ) from None
     return user
 
 
