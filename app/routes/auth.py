@@ -33,10 +33,14 @@ def account_limit() -> str:
     return current_app.config["AUTH_ACCOUNT_RATE_LIMIT"]
 
 
+def _account(name: str) -> str:
+    return f"name:{auth_service.login_key(name)}"
+
+
 def _attempted_account() -> str | None:
     body = request.get_json(silent=True)
     name = body.get("username") if isinstance(body, dict) else None
-    return f"name:{auth_service.login_key(name)}" if isinstance(name, str) and name.strip() else None
+    return _account(name) if isinstance(name, str) and name.strip() else None
 
 
 def attempted_username() -> str:
@@ -58,8 +62,7 @@ def _remember_this_address(user: User) -> None:
     # Either name may be typed at the next login; remembered as long as the login this opens can live.
     lifetime = int(current_app.config["JWT_REFRESH_TOKEN_EXPIRES"].total_seconds())
     for name in (user.username, user.email):
-        account = f"name:{auth_service.login_key(name)}"
-        current_app.extensions["rate_limits"].remember(_from_here(account), lifetime)
+        current_app.extensions["rate_limits"].remember(_from_here(_account(name)), lifetime)
 
 
 def _from_here(account: str) -> str:
