@@ -120,6 +120,25 @@ class AuthActions:
         return self.login(username)
 
 
+def add_usage_row(app: Any, user_id: int, model: str, created_at: Any, cost_usd: float | None = None) -> None:
+    """A chat call recorded straight in usage_records, as if written earlier (by another instance, say)."""
+    from app.models import UsageRecord
+
+    with app.app_context():
+        db.session.add(
+            UsageRecord(
+                user_id=user_id,
+                endpoint="chat",
+                model=model,
+                latency_ms=1,
+                status="ok",
+                cost_usd=cost_usd,
+                created_at=created_at,
+            )
+        )
+        db.session.commit()
+
+
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 

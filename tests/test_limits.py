@@ -16,7 +16,7 @@ from app.extensions import db
 from app.models import UsageRecord
 from app.services.limit_counters import Bucket
 from app.services.limits import MICROS, usd_to_micros
-from tests.conftest import AuthActions, bearer
+from tests.conftest import AuthActions, add_usage_row, bearer
 from tests.upstreams.openai_like import openai_like
 from tests.upstreams.server import Upstream
 
@@ -43,23 +43,6 @@ def chat(client, token: str, model: str = "priced", **extra):
         json={"model": model, "messages": HI, "max_tokens": 5, **extra},
         headers=bearer(token),
     )
-
-
-def record_spend(app, user_id: int, usd: float, when) -> None:
-    """A call to "priced" that cost `usd`, recorded at `when`."""
-    with app.app_context():
-        db.session.add(
-            UsageRecord(
-                user_id=user_id,
-                endpoint="chat",
-                model="priced",
-                latency_ms=1,
-                status="ok",
-                cost_usd=usd,
-                created_at=when,
-            )
-        )
-        db.session.commit()
 
 
 def admin_token(app) -> str:
@@ -319,7 +302,7 @@ def test_spend_already_recorded_counts_after_a_restart(priced_app):
     uid = user["user"]["id"]
 
     def spend(usd: float, when: datetime) -> None:
-        record_spend(app, uid, usd, when)
+        add_usage_row(app, uid, "priced", when, cost_usd=usd)
 
     now = datetime.now(UTC)
     spend(5.0, now - timedelta(days=40))  # another day and month: not counted
@@ -346,7 +329,7 @@ def test_a_budget_set_after_the_counters_exist_counts_the_spend_before_them(pric
     admin = admin_token(app)
     user = AuthActions(client).signup("alice")
     uid, token = user["user"]["id"], user["access_token"]
-    record_spend(app, uid, 10.0, datetime.now(UTC))  # $10 today, recorded before this instance started
+    add_usage_row(app, uid, "priced", datetime.now(UTC), cost_usd=10.0)  # $10 today, before this instance
     assert chat(client, token).status_code == 200  # no budget yet: the spend counters start here
     set_user_limits(app, admin, uid, **{budget: 5.0})
     refused = chat(client, token)

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.extensions import db
-from app.models import UsageRecord, User
-from tests.conftest import AuthActions, bearer
+from app.models import User
+from tests.conftest import AuthActions, add_usage_row, bearer
 
 HI = [{"role": "user", "content": "hello there"}]
 
@@ -49,25 +49,9 @@ def test_own_usage_totals_series_and_rows(app, client, auth):
     assert by_key["series"][0]["key"] is None and by_key["series"][0]["requests"] == 3
 
 
-def add_old_row(app, user_id: int, created_at: datetime) -> None:
-    """A call to "old/model" recorded at `created_at`."""
-    with app.app_context():
-        db.session.add(
-            UsageRecord(
-                user_id=user_id,
-                endpoint="chat",
-                model="old/model",
-                latency_ms=1,
-                status="ok",
-                created_at=created_at,
-            )
-        )
-        db.session.commit()
-
-
 def test_date_range_excludes_other_periods(app, client, auth):
     signed = auth.signup("alice")
-    add_old_row(app, signed["user"]["id"], datetime(2020, 1, 5, tzinfo=UTC))
+    add_usage_row(app, signed["user"]["id"], "old/model", datetime(2020, 1, 5, tzinfo=UTC))
     chat(client, signed["access_token"])
     token = bearer(signed["access_token"])
     recent = client.get("/api/usage", headers=token).get_json()
@@ -81,7 +65,7 @@ def test_date_range_excludes_other_periods(app, client, auth):
 
 def test_dates_with_an_offset_mean_the_same_moment_in_utc(app, client, auth):
     signed = auth.signup("alice")
-    add_old_row(app, signed["user"]["id"], datetime(2020, 1, 5, 10, 0, tzinfo=UTC))
+    add_usage_row(app, signed["user"]["id"], "old/model", datetime(2020, 1, 5, 10, 0, tzinfo=UTC))
     token = bearer(signed["access_token"])
     # 09:30 to 10:30 UTC holds the row; 01:00 to 02:00 UTC does not, though its wall clock reads 10 to 11.
     around = client.get(
